@@ -1,0 +1,359 @@
+"""An activation: one live object, its queue, its turns, and its group commit.
+
+Guarantees (the input gate and the output gate, in our words)
+- **One turn at a time, in arrival order.** A turn is a whole method call, awaits included: while a turn
+  awaits anything (another object, a sleep), no other call of this object starts. This is stricter than
+  Cloudflare (which interleaves at non-storage awaits) and matches Orleans' non-reentrant default, so a
+  method never has to re-check its state after an await.
+- **Reentrancy by call chain.** A call that comes back into this object from its own running turn's call
+  chain (A calls B, B calls A) runs at once, nested in the running turn, instead of deadlocking. A call
+  that would close a cycle of *different* chains waiting on each other fails at once with Deadlock.
+- **Atomic turns.** Each turn is a savepoint: if it raises (or misses its deadline) exactly its writes are
+  rolled back and its caller gets the error.
+- **Reply after durable commit.** Turns that run back to back (the queue was not empty) share one SQLite
+  transaction and one fsync, up to ``max_batch_turns``. No reply of a batch, success or error, leaves
+  before the batch's COMMIT returned. If the COMMIT fails, every turn of the batch fails with ObjectReset,
+  the instance is discarded (its memory may reflect writes that never happened) and queued calls fail
+  with ObjectReset without having reached the object.
+- **Eviction only at rest.** The worker evicts its object only when no call is queued or running and no
+  write is uncommitted; the decision and the state change happen without a checkpoint in between, so no
+  call can slip into an evicting activation.
+
+Mechanism: one worker task per activation (``serve``) pops calls from a deque and runs each as a turn,
+then commits the batch (in a worker thread: apsw releases the GIL, so other objects keep running). Callers
+wait on a per-call event. Idle eviction is the worker's own timeout; capacity eviction is requested by the
+table.
+
+XX: calls to other objects are not held by the output gate (as in Orleans, unlike Cloudflare): a callee
+may act on arguments derived from writes that later roll back. Holding them would need the turn to
+commit before every outgoing call, which would break turn atomicity.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import enum
+import math
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _codec
+from ._file import ObjectFile
+from ._hooks import ActivationStatistics
+from ._ids import ObjectId
+from ._lifecycle import ActivationState, check_transition
+from ._object import DurableObject, Env
+from ._storage import Storage
+from .errors import (
+    ActivationFailed,
+    ActorError,
+    CallTimeout,
+    ObjectReset,
+    ResultNotSerializable,
+    ShuttingDown,
+    UserError,
+)
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+TurnFn = Callable[[DurableObject], Awaitable[Any]]
+
+
+class WorkState(enum.Enum):
+    QUEUED = "queued"  # waiting in the queue
+    RUNNING = "running"  # its turn started; it will finish (and commit or roll back)
+    FINISHED = "finished"  # outcome set, reply may be read
+    ABANDONED = "abandoned"  # the caller gave up while it was queued; it will never run
+
+
+class Work:
+    """One call to be run as a turn."""
+
+    __slots__ = ("chain", "check_result", "deadline", "done", "error", "fn", "label", "result", "state")
+
+    def __init__(self, fn: TurnFn, label: str, deadline: float, chain: object, check_result: bool):
+        self.fn = fn
+        self.label = label
+        self.deadline = deadline
+        self.chain = chain  # identity of the call chain this call belongs to
+        self.check_result = check_result
+        self.state = WorkState.QUEUED
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+    def finish(self) -> None:
+        self.state = WorkState.FINISHED
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.finish()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    activation: Activation
+    chain: object
+
+
+#: the turn the current task is running, if any (carries the call chain into outgoing calls)
+current_turn: contextvars.ContextVar[TurnContext | None] = contextvars.ContextVar(
+    "actors_current_turn", default=None
+)
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+class Activation:
+    """The live state of one object (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime, object_id: ObjectId, cls: type[DurableObject]) -> None:
+        self.runtime = runtime
+        self.id = object_id
+        self.cls = cls
+        self.file = ObjectFile(
+            runtime.object_path(object_id),
+            object_id,
+            synchronous=runtime.settings.durability.sqlite_synchronous,
+        )
+        self.state = ActivationState.ACTIVATING
+        self.instance: DurableObject | None = None
+        self.queue: collections.deque[Work] = collections.deque()
+        #: chain of the running turn (None between turns)
+        self.current_chain: object | None = None
+        #: activations the running turn is waiting on (edges of the waits-for graph)
+        self.awaiting: list[Activation] = []
+        #: the alarm as last committed (keeps the catalog and scheduler in step)
+        self.committed_alarm: float | None = None
+        self.evicted = trio.Event()
+        self.last_active = trio.current_time()
+        self.turn_seconds = 0.0005  # moving average, for Overloaded's retry_after
+        self._evict_reason: str | None = None
+        self._wakeup: trio.Event | None = None
+        self._running = False
+        self._batches = 0
+        self._turns_committed = 0
+
+    #### Submitting work (called by the runtime on behalf of callers)
+
+    def enqueue(self, work: Work) -> None:
+        self.queue.append(work)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def request_eviction(self, reason: str) -> None:
+        """Ask the worker to evict this object once it is at rest (idempotent)."""
+        if self._evict_reason is None:
+            self._evict_reason = reason
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.queue and not self._running and self.state is ActivationState.ACTIVE
+
+    async def run_reentrant(self, work: Work) -> None:
+        """Run a call from the running turn's own chain now, nested in that turn."""
+        await self._run_turn(work)
+        work.finish()
+
+    def statistics(self) -> ActivationStatistics:
+        return ActivationStatistics(
+            queued=len(self.queue),
+            running=self._running,
+            batches=self._batches,
+            turns_committed=self._turns_committed,
+        )
+
+    #### The worker
+
+    async def serve(self) -> None:
+        """Activate, serve turns until evicted, then release everything."""
+        reason = "shutdown"
+        try:
+            if await self._activate():
+                reason = await self._serve_turns()
+            else:
+                reason = "reset"
+        finally:
+            await self._close(reason)
+
+    def _set_state(self, new: ActivationState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+
+    async def _activate(self) -> bool:
+        runtime, started = self.runtime, trio.current_time()
+        try:
+            self.file.open_if_exists()
+            self.committed_alarm = self.file.stored_alarm()
+            instance = self.cls.__new__(self.cls)
+            instance.id = self.id
+            instance.env = Env(runtime, runtime.app)
+            instance.storage = Storage(self.file, runtime.clock.now)
+            instance.__init__()  # type: ignore[misc]
+        except Exception as exc:
+            error = runtime.internal_error(exc, f"activating {self.id}")
+            self._fail_queue(lambda: error)
+            return False
+        self.instance = instance
+        work = Work(_call_on_start, "on_start", started + runtime.settings.call_timeout, object(), False)
+        await self._run_turn(work)
+        if work.error is not None:
+            self.file.rollback()
+            cause = work.error
+            message = f"on_start raised {getattr(cause, 'type', type(cause).__name__)}: {cause}"
+            tb = getattr(cause, "traceback", "")
+            self._fail_queue(lambda: ActivationFailed(message, traceback=tb))
+            return False
+        self._set_state(ActivationState.ACTIVE)
+        runtime.hooks.activated(self.id.cls, trio.current_time() - started)
+        return True
+
+    async def _serve_turns(self) -> str:
+        idle_timeout = self.runtime.settings.idle_timeout
+        while True:
+            if self.queue or self.file.has_writes():
+                if not await self._run_batch():
+                    return "reset"
+                continue
+            if self._evict_reason is not None:
+                return self._evict_reason
+            self._wakeup = trio.Event()
+            with trio.move_on_at(self.last_active + idle_timeout):
+                await self._wakeup.wait()
+            self._wakeup = None
+            if not self.queue and self._evict_reason is None:
+                if trio.current_time() >= self.last_active + idle_timeout:
+                    return "idle"
+
+    async def _run_batch(self) -> bool:
+        """Run queued calls back to back, commit them together, then reply. False if reset."""
+        runtime, queue, batch = self.runtime, self.queue, []
+        limit = runtime.settings.max_batch_turns
+        started = trio.current_time()
+        while queue and len(batch) < limit:
+            work = queue.popleft()
+            if work.state is WorkState.ABANDONED:
+                continue
+            if trio.current_time() >= work.deadline:
+                work.fail(CallTimeout(f"{work.label}: deadline passed while queued; it never ran"))
+                continue
+            await self._run_turn(work)
+            batch.append(work)
+        committed = True
+        if self.file.has_writes():
+            committed = await runtime.commit(self, len(batch))
+        if not committed:
+            for work in batch:
+                if work.error is None:
+                    work.result = None
+                    work.error = ObjectReset(
+                        f"{self.id}: the commit of this turn's batch failed; nothing was applied"
+                    )
+        for work in batch:
+            work.finish()
+        now = trio.current_time()
+        if batch:
+            self.turn_seconds = 0.8 * self.turn_seconds + 0.2 * (now - started) / len(batch)
+        self.last_active = now
+        runtime.table.touch(self)
+        return committed
+
+    async def _run_turn(self, work: Work) -> None:
+        """Run ``work`` as a turn: a savepoint, the user's code under the call's deadline, the result."""
+        file, runtime = self.file, self.runtime
+        work.state = WorkState.RUNNING
+        outer_chain, outer_running = self.current_chain, self._running
+        self.current_chain, self._running = work.chain, True
+        token = current_turn.set(TurnContext(self, work.chain))
+        file.push_level()
+        started = trio.current_time()
+        try:
+            with trio.CancelScope(deadline=work.deadline) as scope:
+                result = await work.fn(self.instance)  # type: ignore[arg-type]
+                if work.check_result and type(result) not in _SCALARS:
+                    problem = _codec.describe_unserializable(result, "result")
+                    if problem:
+                        raise ResultNotSerializable(f"{work.label}() returned a bad value: {problem}")
+            if scope.cancelled_caught:
+                raise CallTimeout(
+                    f"{work.label}: deadline passed during its turn; its writes were rolled back"
+                )
+        except trio.Cancelled:
+            file.pop_level(ok=False)
+            work.error = ShuttingDown("the runtime stopped during this call's turn")
+            raise
+        except BaseException as exc:
+            file.pop_level(ok=False)
+            work.error = _as_actor_error(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            file.pop_level(ok=True)
+            work.result = result
+        finally:
+            current_turn.reset(token)
+            self.current_chain, self._running = outer_chain, outer_running
+            runtime.hooks.turn_finished(self.id.cls, work.label, trio.current_time() - started)
+
+    def _fail_queue(self, make_error: Callable[[], BaseException]) -> None:
+        while self.queue:
+            work = self.queue.popleft()
+            if work.state is WorkState.QUEUED:
+                work.fail(make_error())
+
+    async def _close(self, reason: str) -> None:
+        runtime = self.runtime
+        if self.state is not ActivationState.EVICTING:
+            self._set_state(ActivationState.EVICTING)
+        if reason == "reset":
+            self._fail_queue(lambda: ObjectReset(f"{self.id} was reset; this call never ran"))
+        else:
+            self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
+        try:
+            if runtime.closing_abruptly or not runtime.io_in_threads:
+                self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
+            else:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self.file.close)
+        except Exception as exc:
+            runtime.internal_error(exc, f"closing {self.id}")
+        finally:
+            self.instance = None
+            self._set_state(ActivationState.EVICTED)
+            runtime.table.remove(self)
+            self.evicted.set()
+            runtime.hooks.evicted(self.id.cls, reason)
+
+
+async def _call_on_start(instance: DurableObject) -> None:
+    await instance.on_start()
+
+
+def _as_actor_error(exc: BaseException) -> ActorError:
+    """What the caller sees when a turn raised ``exc``."""
+    if isinstance(exc, ActorError):
+        return exc
+    tb = "".join(traceback.format_exception(exc))
+    return UserError(type(exc).__name__, str(exc), traceback=tb)
+
+
+def retry_after(activation: Activation) -> float:
+    """Seconds until the queue of ``activation`` has probably drained (Overloaded's hint)."""
+    estimate = len(activation.queue) * activation.turn_seconds
+    return max(0.05, math.ceil(estimate * 100) / 100)

@@ -1,0 +1,122 @@
+"""Alarms: one durable alarm per object, run as a turn at or after its time, at least once.
+
+Guarantees
+- The alarm lives in the object's own file (``_actors_alarm``) and is set or deleted inside the turn's
+  transaction; the node's catalog indexes it (written before the object's commit, see ``_catalog.py``), so
+  after a restart the scheduler fires every pending alarm without any call waking the object.
+- ``alarm()`` runs as an ordinary turn: serialized with calls, its writes atomic. On success the alarm is
+  deleted in the same transaction, unless ``alarm()`` set or deleted it itself.
+- At least once: if ``alarm()`` raises, its writes roll back and it is retried after
+  ``ALARM_RETRY_START_SECONDS * 2**n`` seconds (2, 4, 8, 16, 32, 64) for ``ALARM_MAX_RETRIES`` retries,
+  about two minutes in all (workerd's schedule, without jitter so tests can assert it). After the last
+  retry fails the alarm is deleted and reported through ``Hooks.alarm_finished(..., "failed")``. A
+  restart forgets the retry count (the alarm is still stored and simply fires again), so a crash can add
+  attempts but never lose the alarm.
+
+Mechanism: a heap of (time, id) with lazy deletion; ``_due`` holds the live entry per object. One task
+sleeps until the earliest entry (in trio time, so MockClock drives it) and starts each due alarm as its
+own task, at most ``ALARM_CONCURRENCY`` at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._ids import ObjectId
+from .errors import ActorError
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+ALARM_RETRY_START_SECONDS: Final = 2.0
+ALARM_MAX_RETRIES: Final = 6
+#: alarms running at once (after a restart thousands may be due together)
+ALARM_CONCURRENCY: Final = 64
+
+
+class AlarmScheduler:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._heap: list[tuple[float, str]] = []
+        #: hex -> (epoch time, object id, retries so far)
+        self._due: dict[str, tuple[float, ObjectId, int]] = {}
+        self._changed = trio.Event()
+        self._limiter = trio.CapacityLimiter(ALARM_CONCURRENCY)
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def set(self, object_id: ObjectId, at: float | None, *, retries: int = 0) -> None:
+        """Track ``object_id``'s alarm at epoch ``at`` (None: no alarm)."""
+        if at is None:
+            self._due.pop(object_id.hex, None)
+            return
+        self._due[object_id.hex] = (at, object_id, retries)
+        heapq.heappush(self._heap, (at, object_id.hex))
+        if self._heap[0][1] == object_id.hex:
+            self._changed.set()
+
+    def pending(self) -> dict[str, float]:
+        """hex id -> epoch seconds of every alarm the scheduler will fire."""
+        return {hex_id: entry[0] for hex_id, entry in self._due.items()}
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fire alarms as they come due, forever."""
+        clock = self._runtime.clock
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                self._drop_stale()
+                self._changed = trio.Event()
+                if not self._heap:
+                    await self._changed.wait()
+                    continue
+                with trio.move_on_at(clock.to_trio(self._heap[0][0])):
+                    await self._changed.wait()
+                    continue
+                now = clock.now()
+                while self._heap and self._heap[0][0] <= now:
+                    at, hex_id = heapq.heappop(self._heap)
+                    entry = self._due.get(hex_id)
+                    if entry is None or entry[0] != at:
+                        continue
+                    del self._due[hex_id]
+                    nursery.start_soon(self._fire, entry[1], entry[2])
+
+    def _drop_stale(self) -> None:
+        heap, due = self._heap, self._due
+        while heap:
+            at, hex_id = heap[0]
+            entry = due.get(hex_id)
+            if entry is not None and entry[0] == at:
+                return
+            heapq.heappop(heap)
+
+    async def fire_all_now(self) -> None:
+        """Run every pending alarm now, one after another, regardless of its time (for tests)."""
+        entries = list(self._due.values())
+        self._due.clear()
+        for _, object_id, retries in entries:
+            await self._fire(object_id, retries)
+
+    async def _fire(self, object_id: ObjectId, retries: int) -> None:
+        runtime = self._runtime
+        async with self._limiter:
+            try:
+                ran = await runtime.run_alarm(object_id, retries)
+            except ActorError as exc:
+                if retries < ALARM_MAX_RETRIES:
+                    delay = ALARM_RETRY_START_SECONDS * 2**retries
+                    if object_id.hex not in self._due:  # a newer alarm set meanwhile wins
+                        self.set(object_id, runtime.clock.now() + delay, retries=retries + 1)
+                    runtime.hooks.alarm_finished(object_id.cls, "retry")
+                else:
+                    runtime.hooks.alarm_finished(object_id.cls, "failed")
+                    runtime.log_alarm_gave_up(object_id, exc)
+                    await runtime.clear_failed_alarm(object_id)
+            else:
+                if ran:
+                    runtime.hooks.alarm_finished(object_id.cls, "ok")

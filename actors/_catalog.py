@@ -1,0 +1,132 @@
+"""The node's catalog: every object that has storage, and every pending alarm, in one SQLite file.
+
+Guarantees
+- The object's own file is the truth; the catalog is an index that is never behind it in a way that loses
+  anything: an object's entry (with its alarm) is committed *before* the object's commit that creates it
+  or changes its alarm. A crash in between leaves the catalog ahead (an entry or alarm the file lacks),
+  which is harmless: a stale alarm wakes the object, which finds no due alarm and corrects the entry.
+- When ``delete_all`` empties an object, its file is deleted first and its entry after, so a crash in
+  between leaves at most an entry for an object with no data (listed, but empty).
+
+It is written from commit worker threads (one lock serialises them) and read from the trio thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+from ._ids import ObjectId
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY,
+    class TEXT NOT NULL,
+    name TEXT,
+    created REAL NOT NULL,
+    alarm REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_name ON objects (class, name);
+CREATE INDEX IF NOT EXISTS objects_by_alarm ON objects (alarm) WHERE alarm IS NOT NULL;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    id: ObjectId
+    created: float  # epoch seconds of the first commit
+    alarm: float | None  # pending alarm, epoch seconds
+
+
+class Catalog:
+    """The catalog database of one data folder."""
+
+    def __init__(self, path: Path, *, synchronous: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = apsw.Connection(str(path))
+        self._conn.execute(
+            f"PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000;"
+        )
+        self._conn.execute(_SCHEMA)
+
+    def record(self, object_id: ObjectId, alarm: float | None, now: float) -> None:
+        """Insert or update an object's entry with its alarm (durable when this returns)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO objects (id, class, name, created, alarm) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET alarm = excluded.alarm",
+                (object_id.hex, object_id.cls, object_id.name, now, alarm),
+            )
+
+    def set_alarm(self, object_id: ObjectId, alarm: float | None) -> None:
+        """Correct an existing entry's alarm (after the object showed it was stale)."""
+        with self._lock:
+            self._conn.execute("UPDATE objects SET alarm = ? WHERE id = ?", (alarm, object_id.hex))
+
+    def forget(self, object_id: ObjectId) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM objects WHERE id = ?", (object_id.hex,))
+
+    def get(self, hex_id: str) -> CatalogEntry | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, class, name, created, alarm FROM objects WHERE id = ?", (hex_id,)
+            ).fetchone()
+        return None if row is None else _entry(row)
+
+    def pending_alarms(self) -> list[tuple[float, ObjectId]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT alarm, id, class, name FROM objects WHERE alarm IS NOT NULL"
+            ).fetchall()
+        return [(float(at), ObjectId(cls, name, hex_id)) for at, hex_id, cls, name in rows]
+
+    def list(
+        self,
+        *,
+        cls: str | None = None,
+        prefix: str | None = None,
+        limit: int = 100,
+        after: tuple[str, str, str] | None = None,
+    ) -> list[CatalogEntry]:
+        """Entries ordered by (class, name, id), starting after the key ``after``.
+
+        Objects with no name (unique ids) sort as if their name were "".
+        """
+        clauses: list[str] = []
+        params: list[object] = []
+        if cls is not None:
+            clauses.append("class = ?")
+            params.append(cls)
+        if prefix:
+            clauses.append("substr(coalesce(name, ''), 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if after is not None:
+            clauses.append("(class, coalesce(name, ''), id) > (?, ?, ?)")
+            params += list(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, class, name, created, alarm FROM objects {where} "
+                "ORDER BY class, coalesce(name, ''), id LIMIT ?",
+                params,
+            ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM objects").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _entry(row: tuple[str, str, str | None, float, float | None]) -> CatalogEntry:
+    hex_id, cls, name, created, alarm = row
+    return CatalogEntry(ObjectId(cls, name, hex_id), float(created), alarm)

@@ -1,0 +1,309 @@
+"""One object's SQLite file: lazy creation, the batch transaction and a savepoint per turn.
+
+Guarantees
+- Reading an object that was never written creates no file; the file (and its folder) appear with the
+  first write.
+- All writes of a batch of turns live in one SQLite transaction (``BEGIN`` on the first write); each turn,
+  each reentrant call and each ``storage.transaction()`` block is a savepoint inside it, opened lazily on
+  its first write, so a failing turn rolls back exactly its own writes.
+- The connection runs in WAL mode with ``locking_mode=EXCLUSIVE``: no ``-shm`` file, and no other process
+  can open the database while this activation owns it (a second server on the same data folder fails
+  loudly instead of corrupting state).
+- The runtime's tables are named ``_actors_*``. User SQL runs under an authorizer that refuses them, and
+  refuses transaction control, ATTACH and unsafe PRAGMAs.
+
+Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
+savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
+first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
+``rollback()``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from .errors import SqlNotAllowed
+from ._ids import ObjectId
+
+SCHEMA_VERSION = 1
+INTERNAL_PREFIX = "_actors_"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS _actors_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID, STRICT;
+CREATE TABLE IF NOT EXISTS _actors_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _actors_alarm (slot INTEGER PRIMARY KEY CHECK (slot = 0), at REAL NOT NULL);
+INSERT OR REPLACE INTO _actors_meta VALUES ('schema_version', {SCHEMA_VERSION});
+"""
+
+# PRAGMAs user SQL may run: read-only introspection, checks, and user_version for the user's own
+# migrations (Cloudflare forbids it; ANCHORS.md §4.I lists that as a user complaint).
+_ALLOWED_PRAGMAS = frozenset(
+    {
+        "user_version", "table_info", "table_xinfo", "table_list", "index_list", "index_info",
+        "index_xinfo", "foreign_key_list", "foreign_key_check", "defer_foreign_keys",
+        "integrity_check", "quick_check", "optimize", "page_count", "page_size", "freelist_count",
+        "data_version", "collation_list", "function_list", "compile_options",
+    }
+)  # fmt: skip
+
+_TABLE_ACTIONS = frozenset(
+    {
+        apsw.SQLITE_READ, apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
+        apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE, apsw.SQLITE_ALTER_TABLE,
+        apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_DROP_TEMP_TABLE, apsw.SQLITE_ANALYZE,
+        apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE,
+    }
+)  # fmt: skip
+_ON_TABLE_ACTIONS = frozenset(
+    {
+        apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
+        apsw.SQLITE_DROP_TRIGGER, apsw.SQLITE_CREATE_TEMP_INDEX, apsw.SQLITE_CREATE_TEMP_TRIGGER,
+    }
+)  # fmt: skip
+
+TRANSACTION_HINT = (
+    "transactions are managed by the runtime: a turn commits as one transaction; "
+    "use `with self.storage.transaction():` for an atomic part of a turn"
+)
+
+
+class ObjectFile:
+    """The SQLite database of one activation (see the module docstring for the guarantees)."""
+
+    def __init__(self, path: Path, object_id: ObjectId, *, synchronous: str) -> None:
+        self.path = path
+        self.object_id = object_id
+        self._synchronous = synchronous
+        self.conn: apsw.Connection | None = None
+        #: the runtime's tables exist in the file
+        self.has_schema = False
+        #: one entry per open turn / transaction block; True once its savepoint exists
+        self.levels: list[bool] = []
+        #: BEGIN has been issued for the current batch
+        self.in_batch = False
+        #: the schema was created in the current batch: the catalog must learn of this object
+        self.created = False
+        #: set_alarm / delete_alarm ran in the current batch (maybe rolled back: re-read at commit)
+        self.alarm_touched = False
+        #: set_alarm / delete_alarm calls ever made (lets the alarm turn see whether alarm() set one)
+        self.alarm_writes = 0
+        #: delete_all ran in the current batch
+        self.deleted_all = False
+        self._user_sql = False
+        self._denied: str | None = None
+
+    #### Opening and closing
+
+    def open_if_exists(self) -> None:
+        """Open the file if it exists; an object without a file reads as empty."""
+        if self.conn is None and self.path.exists():
+            self._connect()
+
+    def _connect(self) -> None:
+        conn = apsw.Connection(str(self.path))
+        conn.execute(
+            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
+            f"PRAGMA synchronous={self._synchronous}; PRAGMA foreign_keys=ON;"
+        )
+        conn.authorizer = self._authorize
+        self.conn = conn
+        self.has_schema = (
+            conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'"
+            ).fetchone()
+            is not None
+        )
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL into the file). Pending writes are rolled back."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+        self.levels.clear()
+        self.in_batch = False
+
+    #### Reading and writing
+
+    def readable(self) -> apsw.Connection | None:
+        """The connection to read from, or None when the object has no storage yet."""
+        if self.has_schema:
+            return self.conn
+        return None
+
+    def writable(self) -> apsw.Connection:
+        """The connection, with the file, the schema, the batch transaction and savepoints open."""
+        conn = self.conn
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connect()
+            conn = self.conn
+            assert conn is not None
+        if not self.in_batch:
+            conn.execute("BEGIN")
+            self.in_batch = True
+        if not self.has_schema:
+            conn.execute(_SCHEMA)
+            conn.execute(
+                "INSERT OR REPLACE INTO _actors_meta VALUES ('class', ?), ('name', ?), ('id', ?)",
+                (self.object_id.cls, self.object_id.name, self.object_id.hex),
+            )
+            self.has_schema = True
+            self.created = True
+        levels = self.levels
+        if levels and not levels[-1]:
+            for depth, opened in enumerate(levels):
+                if not opened:
+                    conn.execute(f"SAVEPOINT s{depth}")
+                    levels[depth] = True
+        return conn
+
+    def push_level(self) -> None:
+        """Start a turn or a transaction block (its savepoint opens on its first write)."""
+        self.levels.append(False)
+
+    def pop_level(self, *, ok: bool) -> None:
+        """End the innermost level: keep its writes if ``ok``, else roll exactly them back."""
+        depth = len(self.levels) - 1
+        opened = self.levels.pop()
+        if opened:
+            assert self.conn is not None
+            if ok:
+                self.conn.execute(f"RELEASE s{depth}")
+            else:
+                self.conn.execute(f"ROLLBACK TO s{depth}; RELEASE s{depth}")
+
+    #### The batch
+
+    def has_writes(self) -> bool:
+        return self.in_batch
+
+    def stored_alarm(self) -> float | None:
+        """The alarm as the open transaction (or the file) sees it."""
+        conn = self.readable()
+        if conn is None:
+            return None
+        row = conn.execute("SELECT at FROM _actors_alarm WHERE slot = 0").fetchone()
+        return None if row is None else float(row[0])
+
+    def is_empty(self) -> bool:
+        """No key, no alarm and no user schema object: nothing worth keeping a file for."""
+        conn = self.readable()
+        if conn is None:
+            return True
+        return (
+            conn.execute("SELECT 1 FROM _actors_kv LIMIT 1").fetchone() is None
+            and conn.execute("SELECT 1 FROM _actors_alarm").fetchone() is None
+            and not user_schema_objects(conn)
+        )
+
+    def commit(self) -> None:
+        """COMMIT the batch (durable per the synchronous setting when this returns)."""
+        assert self.conn is not None and not self.levels
+        self.in_batch = False
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Abandon the batch: every turn in it loses its writes."""
+        self.levels.clear()
+        self.in_batch = False
+        if self.conn is not None and not self.conn.autocommit:
+            self.conn.execute("ROLLBACK")
+        self.has_schema = self.conn is not None and (
+            self.conn.execute("SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'").fetchone()
+            is not None
+        )
+
+    def reset_batch_flags(self) -> None:
+        self.created = False
+        self.alarm_touched = False
+        self.deleted_all = False
+
+    def remove(self) -> None:
+        """Close and delete the file (after ``delete_all`` left it empty)."""
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+        self.has_schema = False
+
+    #### User SQL
+
+    def run_user_sql(self, query: str, params: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...], int]:
+        """Run user SQL under the authorizer; returns rows, column names and rows changed."""
+        conn = self.writable()
+        self._user_sql = True
+        self._denied = None
+        try:
+            # can_cache=False: the authorizer only runs when a statement is prepared, so a user
+            # statement must never reuse a prepared statement of ours with the same text.
+            cursor = conn.cursor()
+            cursor.execute(query, params, can_cache=False)
+            rows = cursor.fetchall()
+            try:
+                columns = tuple(name for name, _ in cursor.description)
+            except apsw.ExecutionCompleteError:
+                columns = ()
+        except apsw.AuthError:
+            raise SqlNotAllowed(self._denied or "not authorized") from None
+        finally:
+            self._user_sql = False
+        return rows, columns, conn.changes()
+
+    def _authorize(
+        self, action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
+    ) -> int:
+        if not self._user_sql:
+            return apsw.SQLITE_OK
+        reason = _refusal(action, p1, p2)
+        if reason is None:
+            return apsw.SQLITE_OK
+        self._denied = reason
+        return apsw.SQLITE_DENY
+
+
+def _refusal(action: int, p1: str | None, p2: str | None) -> str | None:
+    if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
+        return TRANSACTION_HINT
+    if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
+        return "ATTACH and DETACH are not allowed: an object sees only its own database"
+    if action == apsw.SQLITE_PRAGMA:
+        if (p1 or "").lower() in _ALLOWED_PRAGMAS:
+            return None
+        return f"PRAGMA {p1} is not allowed in object SQL (it is managed by the runtime)"
+    table = p1 if action in _TABLE_ACTIONS else p2 if action in _ON_TABLE_ACTIONS else None
+    if table is not None and table.lower().startswith(INTERNAL_PREFIX):
+        return f"table {table} belongs to the runtime; use the key-value API instead"
+    return None
+
+
+def user_schema_objects(conn: apsw.Connection) -> list[tuple[str, str, str]]:
+    """(type, name, sql) of every schema object the user created."""
+    rows = conn.execute(
+        "SELECT type, name, coalesce(sql, '') FROM sqlite_schema "
+        "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_actors\\_%' ESCAPE '\\'"
+    ).fetchall()
+    return [(str(t), str(n), str(s)) for t, n, s in rows]
+
+
+def drop_user_schema(conn: apsw.Connection) -> None:
+    """Drop every table, view, trigger and index the user made (virtual tables first: they own shadows)."""
+    objects = user_schema_objects(conn)
+    order: dict[str, int] = {"trigger": 0, "view": 1, "index": 2, "table": 3}
+    objects.sort(key=lambda o: (order.get(o[0], 9), not o[2].upper().startswith("CREATE VIRTUAL")))
+    for kind, name, _ in objects:
+        quoted = '"' + name.replace('"', '""') + '"'
+        if kind == "table" and not _exists(conn, name):
+            continue  # a shadow table dropped with its virtual table
+        if kind == "index" and not _exists(conn, name):
+            continue
+        conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+
+
+def _exists(conn: apsw.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (name,)).fetchone() is not None

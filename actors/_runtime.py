@@ -1,0 +1,389 @@
+"""The runtime: hosts the objects of one App on one data folder, in one trio run.
+
+Guarantees
+- ``call`` validates before anything reaches an object: the class and method exist and are public, the
+  arguments bind to the signature and are plain values; otherwise the caller gets the named error at once.
+- Arguments and results are copied through CBOR, so caller and object never share a mutable value (the
+  same isolation a remote call has).
+- Backpressure, not memory: a call to an object whose queue holds ``max_queue_depth`` calls fails at once
+  with Overloaded and a retry-after hint.
+- Closing drains: new calls fail with ShuttingDown, queued and running turns finish and commit, every file
+  is closed; only then does ``open_runtime`` return. ``crash()`` instead stops at once, keeping only what
+  was committed, like a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import _codec
+from ._activation import Activation, TurnFn, Work, WorkState, current_turn, retry_after
+from ._alarms import AlarmScheduler
+from ._app import App
+from ._catalog import Catalog, CatalogEntry
+from ._clock import EpochClock
+from ._hooks import Hooks, RuntimeStatistics
+from ._ids import ObjectId
+from ._object import DurableObject, Stub
+from ._settings import Durability, Settings
+from ._table import Table
+from .errors import (
+    ActorError,
+    CallTimeout,
+    Deadlock,
+    InternalError,
+    InvalidArgument,
+    Overloaded,
+    ShuttingDown,
+)
+
+__all__ = ["Runtime", "open_runtime"]
+
+log = logging.getLogger("actors")
+
+#: seconds ``aclose`` waits for queues to drain before it cancels what is left
+DRAIN_TIMEOUT_SECONDS = 30.0
+
+
+class Runtime:
+    """Objects of one App on one data folder. Make one with :func:`open_runtime`."""
+
+    def __init__(
+        self,
+        app: App,
+        data_dir: Path,
+        settings: Settings,
+        hooks: Hooks,
+        clock: EpochClock,
+        *,
+        io_in_threads: bool,
+    ) -> None:
+        self.app = app
+        self.data_dir = data_dir
+        self.settings = settings
+        self.hooks = hooks
+        self.clock = clock
+        #: run COMMIT and close() in worker threads (off: everything inline, for deterministic tests)
+        self.io_in_threads = io_in_threads
+        self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
+        self.alarms = AlarmScheduler(self)
+        self.closing = False
+        self.closing_abruptly = False
+        self.commits_in_flight = 0
+        self._batches = 0
+        self._turns = 0
+        self._nursery: trio.Nursery | None = None
+        self.table: Table
+
+    #### Paths and stubs
+
+    def object_path(self, object_id: ObjectId) -> Path:
+        """``objects/<Class>/<h0h1>/<h2h3>/<hex>.sqlite3``: at most 65,536 folders per class."""
+        h = object_id.hex
+        return self.data_dir / "objects" / object_id.cls / h[:2] / h[2:4] / f"{h}.sqlite3"
+
+    def get(self, cls: str | type[DurableObject], name: str) -> Stub:
+        """A stub for object ``name`` of class ``cls``."""
+        return Stub(self, self.app.id_from_name(cls, name))
+
+    def get_by_id(self, object_id: ObjectId) -> Stub:
+        self.app.class_of(object_id.cls)
+        return Stub(self, object_id)
+
+    #### Calls
+
+    async def call(
+        self,
+        object_id: ObjectId,
+        method: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call ``method`` on the object as one turn and return its result once durable.
+
+        Raises UnknownClass, UnknownMethod, InvalidArgument (arguments that do not bind or are not plain
+        values), Overloaded, CallTimeout, Deadlock, ShuttingDown, ObjectReset, or UserError (the method
+        raised; its writes were rolled back).
+        """
+        started = trio.current_time()
+        outcome = "ok"
+        try:
+            bound = self.app.method(object_id.cls, method)
+            kwargs = {} if kwargs is None else kwargs
+            if type(kwargs) is not dict:
+                raise InvalidArgument("kwargs must be a dict")
+            problem = _codec.describe_unserializable(list(args), "args")
+            problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
+            if problem:
+                raise InvalidArgument(problem)
+            bound.bind(tuple(args), kwargs)
+            # A CBOR round trip gives the object its own copy, as a remote call would.
+            args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
+
+            async def turn(instance: DurableObject) -> Any:
+                return await getattr(instance, method)(*args, **kwargs)
+
+            result = await self.submit(object_id, turn, method, timeout=timeout, check_result=True)
+            return _codec.loads(_codec.dumps(result)) if type(result) in (list, dict) else result
+        except ActorError as exc:
+            outcome = exc.type
+            raise
+        finally:
+            self.hooks.call_finished(object_id.cls, method, outcome, trio.current_time() - started)
+
+    async def submit(
+        self,
+        object_id: ObjectId,
+        fn: TurnFn,
+        label: str,
+        *,
+        timeout: float | None = None,
+        check_result: bool = False,
+    ) -> Any:
+        """Run ``await fn(instance)`` as a turn of the object; the node uses this for socket events."""
+        if self.closing:
+            raise ShuttingDown("the runtime is shutting down")
+        deadline = trio.current_time() + (self.settings.call_timeout if timeout is None else timeout)
+        context = current_turn.get()
+        activation = await self.table.get(object_id)
+        if context is not None and activation.current_chain is context.chain:
+            work = Work(fn, label, deadline, context.chain, check_result)
+            await activation.run_reentrant(work)
+            return work.outcome()
+        if len(activation.queue) >= self.settings.max_queue_depth:
+            raise Overloaded(
+                f"{object_id} has {len(activation.queue)} calls queued (max_queue_depth)",
+                retry_after=retry_after(activation),
+            )
+        caller = context.activation if context is not None else None
+        if caller is not None:
+            _check_no_cycle(caller, activation, label)
+        work = Work(fn, label, deadline, context.chain if context else object(), check_result)
+        activation.enqueue(work)
+        if caller is not None:
+            caller.awaiting.append(activation)
+        try:
+            with trio.move_on_at(deadline):
+                await work.done.wait()
+            if not work.done.is_set():
+                if work.state is WorkState.QUEUED:
+                    work.state = WorkState.ABANDONED
+                    raise CallTimeout(f"{label}: deadline passed while queued; it never ran")
+                await work.done.wait()  # running: its own deadline ends the turn
+        except trio.Cancelled:
+            if work.state is WorkState.QUEUED:
+                work.state = WorkState.ABANDONED
+            raise
+        finally:
+            if caller is not None:
+                caller.awaiting.remove(activation)
+        return work.outcome()
+
+    #### Commit (called by activations)
+
+    async def commit(self, activation: Activation, turns: int) -> bool:
+        """Commit ``activation``'s batch durably; False (after rolling back) if the commit failed."""
+        file = activation.file
+        old_alarm = activation.committed_alarm
+        new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
+        record = file.created or new_alarm != old_alarm
+        now = self.clock.now()
+
+        def commit_sync() -> None:
+            if record:  # the catalog first: it may run ahead of the file, never behind
+                self.catalog.record(activation.id, new_alarm, now)
+            file.commit()
+
+        started = trio.current_time()
+        self.commits_in_flight += 1
+        try:
+            with trio.CancelScope(shield=True):
+                if self.io_in_threads and (record or self.settings.durability is Durability.FSYNC):
+                    await trio.to_thread.run_sync(commit_sync)
+                else:
+                    commit_sync()
+        except Exception as exc:
+            self.internal_error(exc, f"commit of {activation.id}")
+            try:
+                file.rollback()
+            except Exception as rollback_exc:
+                self.internal_error(rollback_exc, f"rollback of {activation.id}")
+            file.reset_batch_flags()
+            return False
+        finally:
+            self.commits_in_flight -= 1
+        deleted = file.deleted_all
+        file.reset_batch_flags()
+        if new_alarm != old_alarm:
+            activation.committed_alarm = new_alarm
+            self.alarms.set(activation.id, new_alarm)
+        if deleted and file.is_empty():
+            file.remove()
+            self.catalog.forget(activation.id)
+        self._batches += 1
+        self._turns += turns
+        self.hooks.committed(trio.current_time() - started, turns)
+        return True
+
+    #### Alarms (called by the scheduler)
+
+    async def run_alarm(self, object_id: ObjectId, retries: int) -> bool:
+        """Run the object's alarm if it is due; False if it was not (a stale catalog entry, or moved)."""
+        now = self.clock.now()
+
+        async def turn(instance: DurableObject) -> tuple[bool, float | None]:
+            file = instance.storage._file
+            at = file.stored_alarm()
+            if at is None or at > now:
+                return False, at
+            writes = file.alarm_writes
+            await instance.alarm()
+            if file.alarm_writes == writes:  # alarm() neither set nor deleted it: it is done
+                instance.storage.delete_alarm()
+            return True, None
+
+        ran, stored = await self.submit(object_id, turn, "alarm")
+        if not ran:
+            self.alarms.set(object_id, stored)
+            self.catalog.set_alarm(object_id, stored)
+        return bool(ran)
+
+    async def clear_failed_alarm(self, object_id: ObjectId) -> None:
+        async def turn(instance: DurableObject) -> None:
+            instance.storage.delete_alarm()
+
+        try:
+            await self.submit(object_id, turn, "alarm")
+        except ActorError as exc:
+            log.warning("could not delete the failed alarm of %s: %s", object_id, exc)
+
+    def log_alarm_gave_up(self, object_id: ObjectId, exc: ActorError) -> None:
+        log.error("alarm of %s failed after all retries; deleted: %s: %s", object_id, exc.type, exc)
+
+    #### Administration
+
+    def internal_error(self, exc: BaseException, context: str) -> InternalError:
+        """Log ``exc`` under a fresh reference; return the error a caller may see."""
+        reference = secrets.token_hex(6)
+        log.error("internal error (reference %s) in %s", reference, context, exc_info=exc)
+        self.hooks.internal_error(reference, f"{context}: {exc!r}")
+        return InternalError(f"internal error; reference = {reference}", reference=reference)
+
+    def list_objects(
+        self,
+        *,
+        cls: str | None = None,
+        prefix: str | None = None,
+        limit: int = 100,
+        after: tuple[str, str, str] | None = None,
+    ) -> list[CatalogEntry]:
+        """Objects with storage, from the catalog (no object is woken)."""
+        return self.catalog.list(cls=cls, prefix=prefix, limit=limit, after=after)
+
+    def is_live(self, object_id: ObjectId) -> bool:
+        """Whether the object is in memory now (False: evicted, or never activated)."""
+        return self.table.find(object_id) is not None
+
+    async def evict(self, object_id: ObjectId) -> None:
+        """Evict the object once its queued work is done; returns when its file is closed."""
+        activation = self.table.find(object_id)
+        if activation is not None:
+            activation.request_eviction("forced")
+            await activation.evicted.wait()
+
+    def statistics(self) -> RuntimeStatistics:
+        queues = [len(a.queue) for a in self.table.live.values()]
+        return RuntimeStatistics(
+            live_objects=len(queues),
+            queued_calls=sum(queues),
+            max_queue_depth=max(queues, default=0),
+            commits_in_flight=self.commits_in_flight,
+            batches_committed=self._batches,
+            turns_committed=self._turns,
+            pending_alarms=len(self.alarms),
+        )
+
+    def crash(self) -> None:
+        """Stop at once, as if killed: uncommitted turns are lost, nothing is drained."""
+        self.closing = self.closing_abruptly = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        self.closing = True
+        with trio.move_on_after(DRAIN_TIMEOUT_SECONDS):
+            while self.table.live:
+                for activation in list(self.table.live.values()):
+                    activation.request_eviction("shutdown")
+                await next(iter(self.table.live.values())).evicted.wait()
+        if self.table.live:
+            log.warning("%d objects did not drain in time; cancelling them", len(self.table.live))
+            self.closing_abruptly = True
+
+
+def _check_no_cycle(caller: Activation, target: Activation, label: str) -> None:
+    """Raise Deadlock if ``caller`` waiting on ``target`` closes a cycle of waiting turns."""
+    stack, seen = [target], set()
+    while stack:
+        node = stack.pop()
+        if node is caller:
+            raise Deadlock(
+                f"{caller.id} -> {target.id}.{label}() would wait on itself: {target.id}'s running "
+                f"turn is (indirectly) waiting on {caller.id}; the call was refused instead of hanging"
+            )
+        if id(node) in seen or node.current_chain is None:
+            continue
+        seen.add(id(node))
+        stack.extend(node.awaiting)
+
+
+@asynccontextmanager
+async def open_runtime(
+    app: App,
+    data_dir: str | Path,
+    *,
+    settings: Settings | None = None,
+    hooks: Hooks | None = None,
+    epoch_offset: float | None = None,
+    io_in_threads: bool = True,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime for ``app`` on ``data_dir``; drains and closes it on exit.
+
+    ``epoch_offset`` fixes the mapping from trio time to epoch seconds (tests keep it across restarts).
+    ``io_in_threads=False`` runs commits inline on the trio thread: slower, but no thread is ever in
+    flight, so ``MockClock(autojump_threshold=0)`` cannot jump while a commit is running.
+    """
+    runtime = Runtime(
+        app,
+        Path(data_dir),
+        settings or Settings(),
+        hooks or Hooks(),
+        EpochClock(epoch_offset),
+        io_in_threads=io_in_threads,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime._nursery = nursery
+            runtime.table = Table(runtime, nursery)
+            for at, object_id in runtime.catalog.pending_alarms():
+                if object_id.cls in app.classes:
+                    runtime.alarms.set(object_id, at)
+            await nursery.start(runtime.alarms.serve)
+            try:
+                yield runtime
+            finally:
+                if not runtime.closing_abruptly:
+                    with trio.CancelScope(shield=True):
+                        await runtime._drain()
+                nursery.cancel_scope.cancel()
+    finally:
+        runtime.catalog.close()

@@ -1,0 +1,47 @@
+"""Runtime settings: one frozen dataclass, every field named, documented and defaulted."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Durability(enum.Enum):
+    """When a commit counts as done (and so when a reply may leave)."""
+
+    #: fsync of the WAL before every reply (SQLite ``synchronous=FULL``): survives power loss.
+    FSYNC = "fsync"
+    #: no fsync (``synchronous=NORMAL`` in WAL mode): survives a crash of the process (even SIGKILL), but
+    #: a power loss or kernel crash may lose the last commits whose replies were already sent.
+    POWER_LOSS_UNSAFE = "power-loss-unsafe"
+
+    @property
+    def sqlite_synchronous(self) -> str:
+        return "FULL" if self is Durability.FSYNC else "NORMAL"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a runtime behaves; every limit here is enforced (see the field comments for the error)."""
+
+    #: when a commit is durable enough to reply
+    durability: Durability = Durability.FSYNC
+    #: seconds an object with no queued or running work stays in memory (Cloudflare hibernates after 10 s)
+    idle_timeout: float = 10.0
+    #: objects in memory at once; past it the least recently used idle one is evicted, and if every
+    #: live object is busy a new activation fails with Overloaded
+    max_live_objects: int = 10_000
+    #: calls waiting for one object; past it calls fail at once with Overloaded
+    max_queue_depth: int = 1_000
+    #: default deadline of a call, queueing and turn included; past it CallTimeout
+    call_timeout: float = 30.0
+    #: turns that may share one commit (group commit); bounds how long a reply waits for its batch
+    max_batch_turns: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "call_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("max_live_objects", "max_queue_depth", "max_batch_turns"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
