@@ -143,6 +143,12 @@ class Activation:
         self._evict_reason: str | None = None
         self._wakeup: trio.Event | None = None
         self._running = False
+        #: the work whose turn is running (innermost, for reentrant turns)
+        self._running_work: Work | None = None
+        #: the worker's cancel scope for the turns of the current batch
+        self._batch_scope: trio.CancelScope | None = None
+        #: the work the deadline watch cancelled
+        self._timed_out: Work | None = None
         self._batches = 0
         self._turns_committed = 0
 
@@ -165,11 +171,6 @@ class Activation:
     @property
     def is_idle(self) -> bool:
         return not self.queue and not self._running and self.state is ActivationState.ACTIVE
-
-    async def run_reentrant(self, work: Work) -> None:
-        """Run a call from the running turn's own chain now, nested in that turn."""
-        await self._run_turn(work)
-        work.finish()
 
     def statistics(self) -> ActivationStatistics:
         return ActivationStatistics(
@@ -212,7 +213,7 @@ class Activation:
             return False
         self.instance = instance
         work = Work(_call_on_start, "on_start", started + runtime.settings.call_timeout, object(), False)
-        await self._run_turn(work)
+        await self.run_reentrant(work)
         if work.error is not None:
             self.file.rollback()
             cause = work.error
@@ -247,14 +248,17 @@ class Activation:
         limit = runtime.settings.max_batch_turns
         started = trio.current_time()
         while queue and len(batch) < limit:
-            work = queue.popleft()
-            if work.state is WorkState.ABANDONED:
-                continue
-            if trio.current_time() >= work.deadline:
-                work.fail(CallTimeout(f"{work.label}: deadline passed while queued; it never ran"))
-                continue
-            await self._run_turn(work)
-            batch.append(work)
+            # One cancel scope for many turns (a scope per turn would cost more than the turn); the
+            # deadline watch cancels it only for a turn that overruns, and a fresh one serves the rest.
+            with trio.CancelScope() as scope:
+                self._batch_scope = scope
+                while queue and len(batch) < limit:
+                    work = queue.popleft()
+                    if work.state is not WorkState.QUEUED:
+                        continue  # abandoned by its caller or timed out while queued
+                    batch.append(work)
+                    await self._run_turn(work)
+            self._batch_scope = None
         committed = True
         if self.file.has_writes():
             committed = await runtime.commit(self, len(batch))
@@ -274,29 +278,53 @@ class Activation:
         runtime.table.touch(self)
         return committed
 
+    def cancel_turn(self, work: Work) -> None:
+        """Cancel ``work``'s turn because its deadline passed (called by the deadline watch)."""
+        if self._running_work is work and self._batch_scope is not None:
+            self._timed_out = work
+            self._batch_scope.cancel()
+
+    async def run_reentrant(self, work: Work) -> None:
+        """Run a call from the running turn's own chain now, nested in that turn.
+
+        It runs in the calling task, outside the worker's batch scope, so it gets its own deadline scope.
+        """
+        outer = self._running_work
+        with trio.CancelScope(deadline=work.deadline) as scope:
+            await self._run_turn(work)
+        self._running_work = outer
+        if scope.cancelled_caught:
+            work.error = CallTimeout(f"{work.label}: deadline passed during its reentrant turn")
+        work.finish()
+
     async def _run_turn(self, work: Work) -> None:
-        """Run ``work`` as a turn: a savepoint, the user's code under the call's deadline, the result."""
+        """Run ``work`` as a turn: a savepoint, the user's code, the result check.
+
+        Leaves the outcome in ``work.result`` / ``work.error``; re-raises only trio.Cancelled (after
+        rolling back), which ends the enclosing cancel scope.
+        """
         file, runtime = self.file, self.runtime
         work.state = WorkState.RUNNING
         outer_chain, outer_running = self.current_chain, self._running
-        self.current_chain, self._running = work.chain, True
+        self.current_chain, self._running, self._running_work = work.chain, True, work
         token = current_turn.set(TurnContext(self, work.chain))
         file.push_level()
         started = trio.current_time()
         try:
-            with trio.CancelScope(deadline=work.deadline) as scope:
-                result = await work.fn(self.instance)  # type: ignore[arg-type]
-                if work.check_result and type(result) not in _SCALARS:
-                    problem = _codec.describe_unserializable(result, "result")
-                    if problem:
-                        raise ResultNotSerializable(f"{work.label}() returned a bad value: {problem}")
-            if scope.cancelled_caught:
-                raise CallTimeout(
-                    f"{work.label}: deadline passed during its turn; its writes were rolled back"
-                )
+            result = await work.fn(self.instance)  # type: ignore[arg-type]
+            if work.check_result and type(result) not in _SCALARS:
+                problem = _codec.describe_unserializable(result, "result")
+                if problem:
+                    raise ResultNotSerializable(f"{work.label}() returned a bad value: {problem}")
         except trio.Cancelled:
             file.pop_level(ok=False)
-            work.error = ShuttingDown("the runtime stopped during this call's turn")
+            if self._timed_out is work:
+                self._timed_out = None
+                work.error = CallTimeout(
+                    f"{work.label}: deadline passed during its turn; its writes were rolled back"
+                )
+            else:
+                work.error = ShuttingDown("the runtime stopped during this call's turn")
             raise
         except BaseException as exc:
             file.pop_level(ok=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ._ids import ObjectId, check_class_name
@@ -24,13 +23,35 @@ from .limits import MAX_METHOD_NAME_BYTES
 __all__ = ["App"]
 
 
-@dataclass(frozen=True, slots=True)
 class Method:
-    name: str
-    signature: inspect.Signature
+    """A callable method and what its signature accepts."""
+
+    __slots__ = ("_names", "_positional", "_required", "_simple", "name", "signature")
+
+    def __init__(self, name: str, signature: inspect.Signature) -> None:
+        self.name = name
+        self.signature = signature
+        params = list(signature.parameters.values())[1:]  # without self
+        kinds = {p.kind for p in params}
+        #: only plain positional-or-keyword / keyword-only parameters: the fast check is exact
+        self._simple = kinds <= {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}
+        self._positional = tuple(
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        self._names = frozenset(p.name for p in params)
+        self._required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        try:
+        """Raise InvalidArgument unless ``method(*args, **kwargs)`` matches the signature."""
+        if self._simple and len(args) <= len(self._positional):
+            given = self._positional[: len(args)]
+            if (
+                self._names.issuperset(kwargs)
+                and not any(name in kwargs for name in given)
+                and self._required.issubset((*given, *kwargs))
+            ):
+                return
+        try:  # the slow path explains exactly what is wrong
             self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
             raise InvalidArgument(f"{self.name}(): {exc}") from None

@@ -48,9 +48,8 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = apsw.Connection(str(path))
-        self._conn.execute(
-            f"PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000;"
-        )
+        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=5000"):
+            self._conn.execute(f"PRAGMA {pragma}").fetchall()
         self._conn.execute(_SCHEMA)
 
     def record(self, object_id: ObjectId, alarm: float | None, now: float) -> None:

@@ -48,6 +48,12 @@ def _check(value: Any, where: str, depth: int) -> str | None:
     return f"{where}: {kind.__name__} is not serializable"
 
 
+def is_flat(values: Any) -> bool:
+    """True if every item of the list/tuple/dict ``values`` is an immutable scalar (no copy needed)."""
+    items = values.values() if type(values) is dict else values
+    return all(type(item) in _SCALARS for item in items)
+
+
 def dumps(value: Any) -> bytes:
     """Encode a value already known to be plain."""
     return cbor2.dumps(value)

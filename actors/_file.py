@@ -105,10 +105,14 @@ class ObjectFile:
 
     def _connect(self) -> None:
         conn = apsw.Connection(str(self.path))
-        conn.execute(
-            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
-            f"PRAGMA synchronous={self._synchronous}; PRAGMA foreign_keys=ON;"
-        )
+        # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
+        for pragma in (
+            "locking_mode=EXCLUSIVE",
+            "journal_mode=WAL",
+            f"synchronous={self._synchronous}",
+            "foreign_keys=ON",
+        ):
+            conn.execute(f"PRAGMA {pragma}").fetchall()
         conn.authorizer = self._authorize
         self.conn = conn
         self.has_schema = (

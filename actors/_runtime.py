@@ -29,6 +29,7 @@ from ._alarms import AlarmScheduler
 from ._app import App
 from ._catalog import Catalog, CatalogEntry
 from ._clock import EpochClock
+from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._object import DurableObject, Stub
@@ -36,7 +37,6 @@ from ._settings import Durability, Settings
 from ._table import Table
 from .errors import (
     ActorError,
-    CallTimeout,
     Deadlock,
     InternalError,
     InvalidArgument,
@@ -74,6 +74,7 @@ class Runtime:
         self.io_in_threads = io_in_threads
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
         self.alarms = AlarmScheduler(self)
+        self.deadlines = DeadlineWatch()
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -126,8 +127,9 @@ class Runtime:
             if problem:
                 raise InvalidArgument(problem)
             bound.bind(tuple(args), kwargs)
-            # A CBOR round trip gives the object its own copy, as a remote call would.
-            args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
+            if not (_codec.is_flat(args) and _codec.is_flat(kwargs)):
+                # A CBOR round trip gives the object its own copy, as a remote call would.
+                args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
 
             async def turn(instance: DurableObject) -> Any:
                 return await getattr(instance, method)(*args, **kwargs)
@@ -169,19 +171,14 @@ class Runtime:
             _check_no_cycle(caller, activation, label)
         work = Work(fn, label, deadline, context.chain if context else object(), check_result)
         activation.enqueue(work)
+        self.deadlines.watch(work, activation)
         if caller is not None:
             caller.awaiting.append(activation)
         try:
-            with trio.move_on_at(deadline):
-                await work.done.wait()
-            if not work.done.is_set():
-                if work.state is WorkState.QUEUED:
-                    work.state = WorkState.ABANDONED
-                    raise CallTimeout(f"{label}: deadline passed while queued; it never ran")
-                await work.done.wait()  # running: its own deadline ends the turn
+            await work.done.wait()
         except trio.Cancelled:
             if work.state is WorkState.QUEUED:
-                work.state = WorkState.ABANDONED
+                work.state = WorkState.ABANDONED  # the caller went away: never run it
             raise
         finally:
             if caller is not None:
@@ -378,6 +375,7 @@ async def open_runtime(
                 if object_id.cls in app.classes:
                     runtime.alarms.set(object_id, at)
             await nursery.start(runtime.alarms.serve)
+            await nursery.start(runtime.deadlines.serve)
             try:
                 yield runtime
             finally:
