@@ -238,30 +238,40 @@ class Activation:
             with trio.move_on_at(self.last_active + idle_timeout):
                 await self._wakeup.wait()
             self._wakeup = None
-            if not self.queue and self._evict_reason is None:
-                if trio.current_time() >= self.last_active + idle_timeout:
-                    return "idle"
+            idle = not self.queue and self._evict_reason is None
+            if idle and trio.current_time() >= self.last_active + idle_timeout:
+                return "idle"
 
     async def _run_batch(self) -> bool:
         """Run queued calls back to back, commit them together, then reply. False if reset."""
-        runtime, queue, batch = self.runtime, self.queue, []
+        runtime, queue = self.runtime, self.queue
+        batch: list[Work] = []
         limit = runtime.settings.max_batch_turns
         started = trio.current_time()
-        while queue and len(batch) < limit:
-            # One cancel scope for many turns (a scope per turn would cost more than the turn); the
-            # deadline watch cancels it only for a turn that overruns, and a fresh one serves the rest.
-            with trio.CancelScope() as scope:
-                self._batch_scope = scope
-                while queue and len(batch) < limit:
-                    work = queue.popleft()
-                    if work.state is not WorkState.QUEUED:
-                        continue  # abandoned by its caller or timed out while queued
-                    batch.append(work)
-                    await self._run_turn(work)
-            self._batch_scope = None
-        committed = True
-        if self.file.has_writes():
-            committed = await runtime.commit(self, len(batch))
+        try:
+            while queue and len(batch) < limit:
+                # One cancel scope for many turns (a scope per turn would cost more than the turn);
+                # the deadline watch cancels it only for a turn that overruns; a fresh one serves the rest.
+                with trio.CancelScope() as scope:
+                    self._batch_scope = scope
+                    while queue and len(batch) < limit:
+                        work = queue.popleft()
+                        if work.state is not WorkState.QUEUED:
+                            continue  # abandoned by its caller or timed out while queued
+                        batch.append(work)
+                        await self._run_turn(work)
+                self._batch_scope = None
+            committed = True
+            if self.file.has_writes():
+                committed = await runtime.commit(self, len(batch))
+        except BaseException:
+            # Stopped abruptly (crash, cancellation): nothing of this batch was committed.
+            for work in batch:
+                if work.state is not WorkState.FINISHED:
+                    work.result = None
+                    work.error = ShuttingDown("the runtime stopped before this call's turn committed")
+                    work.finish()
+            raise
         if not committed:
             for work in batch:
                 if work.error is None:
@@ -315,7 +325,7 @@ class Activation:
             if work.check_result and type(result) not in _SCALARS:
                 problem = _codec.describe_unserializable(result, "result")
                 if problem:
-                    raise ResultNotSerializable(f"{work.label}() returned a bad value: {problem}")
+                    raise ResultNotSerializable(f"{work.label}() returned a bad value: {problem}")  # noqa: TRY301
         except trio.Cancelled:
             file.pop_level(ok=False)
             if self._timed_out is work:

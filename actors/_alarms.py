@@ -100,13 +100,13 @@ class AlarmScheduler:
         entries = list(self._due.values())
         self._due.clear()
         for _, object_id, retries in entries:
-            await self._fire(object_id, retries)
+            await self._fire(object_id, retries, force=True)
 
-    async def _fire(self, object_id: ObjectId, retries: int) -> None:
+    async def _fire(self, object_id: ObjectId, retries: int, *, force: bool = False) -> None:
         runtime = self._runtime
         async with self._limiter:
             try:
-                ran = await runtime.run_alarm(object_id, retries)
+                ran = await runtime.run_alarm(object_id, retries, force=force)
             except ActorError as exc:
                 if retries < ALARM_MAX_RETRIES:
                     delay = ALARM_RETRY_START_SECONDS * 2**retries

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import apsw
 
@@ -82,7 +83,7 @@ class Catalog:
             rows = self._conn.execute(
                 "SELECT alarm, id, class, name FROM objects WHERE alarm IS NOT NULL"
             ).fetchall()
-        return [(float(at), ObjectId(cls, name, hex_id)) for at, hex_id, cls, name in rows]
+        return [(float(at), ObjectId(str(cls), name, str(hex_id))) for at, hex_id, cls, name in rows]  # type: ignore[arg-type]
 
     def list(
         self,
@@ -97,7 +98,7 @@ class Catalog:
         Objects with no name (unique ids) sort as if their name were "".
         """
         clauses: list[str] = []
-        params: list[object] = []
+        params: list[Any] = []
         if cls is not None:
             clauses.append("class = ?")
             params.append(cls)
@@ -115,11 +116,12 @@ class Catalog:
                 "ORDER BY class, coalesce(name, ''), id LIMIT ?",
                 params,
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [_entry(row) for row in rows]  # type: ignore[arg-type]
 
     def count(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM objects").fetchone()[0])
+            row: Any = self._conn.execute("SELECT count(*) FROM objects").fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         with self._lock:

@@ -26,8 +26,8 @@ from typing import Any
 
 import apsw
 
-from .errors import SqlNotAllowed
 from ._ids import ObjectId
+from .errors import SqlNotAllowed
 
 SCHEMA_VERSION = 1
 INTERNAL_PREFIX = "_actors_"
@@ -206,7 +206,8 @@ class ObjectFile:
 
     def commit(self) -> None:
         """COMMIT the batch (durable per the synchronous setting when this returns)."""
-        assert self.conn is not None and not self.levels
+        assert self.conn is not None
+        assert not self.levels
         self.in_batch = False
         self.conn.execute("COMMIT")
 
@@ -214,7 +215,7 @@ class ObjectFile:
         """Abandon the batch: every turn in it loses its writes."""
         self.levels.clear()
         self.in_batch = False
-        if self.conn is not None and not self.conn.autocommit:
+        if self.conn is not None and self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.has_schema = self.conn is not None and (
             self.conn.execute("SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'").fetchone()
@@ -250,7 +251,7 @@ class ObjectFile:
             cursor.execute(query, params, can_cache=False)
             rows = cursor.fetchall()
             try:
-                columns = tuple(name for name, _ in cursor.description)
+                columns = tuple(str(column[0]) for column in cursor.description)
             except apsw.ExecutionCompleteError:
                 columns = ()
         except apsw.AuthError:

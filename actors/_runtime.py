@@ -190,6 +190,13 @@ class Runtime:
     async def commit(self, activation: Activation, turns: int) -> bool:
         """Commit ``activation``'s batch durably; False (after rolling back) if the commit failed."""
         file = activation.file
+        if file.created and file.is_empty():
+            # Every write of the batch was rolled back: keep the promise that an object nobody wrote
+            # to has no file and no catalog entry.
+            file.rollback()
+            file.remove()
+            file.reset_batch_flags()
+            return True
         old_alarm = activation.committed_alarm
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
@@ -233,9 +240,10 @@ class Runtime:
 
     #### Alarms (called by the scheduler)
 
-    async def run_alarm(self, object_id: ObjectId, retries: int) -> bool:
-        """Run the object's alarm if it is due; False if it was not (a stale catalog entry, or moved)."""
-        now = self.clock.now()
+    async def run_alarm(self, object_id: ObjectId, retries: int, *, force: bool = False) -> bool:
+        """Run the object's alarm if it is due (or set at all, with ``force``); False if it was not
+        (a stale catalog entry, or an alarm moved later)."""
+        now = float("inf") if force else self.clock.now()
 
         async def turn(instance: DurableObject) -> tuple[bool, float | None]:
             file = instance.storage._file

@@ -156,7 +156,8 @@ class Storage:
 
         ``limit`` caps the number of pairs (after ordering, so ``reverse=True, limit=1`` is the last key).
         """
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for bound, op in ((start, ">="), (end, "<")):
             if bound is not None:
                 _check_key(bound, what="bound")

@@ -89,6 +89,7 @@ class TestRuntime:
             await trio.testing.wait_all_tasks_blocked()
         else:
             await trio.sleep(seconds)
+            await trio.testing.wait_all_tasks_blocked()  # what fell due at that instant runs too
 
     async def fire_alarms(self) -> None:
         """Run every pending alarm now, whatever its time; returns when they have run once."""

@@ -1,0 +1,186 @@
+"""Turns: one at a time, in order, atomic, reentrant by chain, deadlock-free."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors import App, Settings
+from actors.errors import (
+    CallTimeout,
+    Deadlock,
+    InvalidArgument,
+    Overloaded,
+    ResultNotSerializable,
+    UnknownMethod,
+    UserError,
+)
+from actors.testing import open_test_runtime
+
+from .objects import Counter, PingPong, Recorder, Values
+
+APP = App([Counter, Recorder, PingPong, Values])
+
+
+async def test_calls_to_one_object_run_one_at_a_time_in_arrival_order(tmp_path, autojump_clock):
+    Recorder.log = []
+    async with open_test_runtime(APP, tmp_path) as t:
+        stub = t.get("Recorder", "r")
+        async with trio.open_nursery() as nursery:
+            for label in "abc":
+                nursery.start_soon(stub.record, label, 1.0)
+                await trio.testing.wait_all_tasks_blocked()
+    assert Recorder.log == ["start a", "end a", "start b", "end b", "start c", "end c"]
+
+
+async def test_different_objects_run_concurrently(tmp_path, autojump_clock):
+    async with open_test_runtime(APP, tmp_path) as t:
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for name in ("x", "y", "z"):
+                nursery.start_soon(t.get("Recorder", name).record, name, 5.0)
+        assert trio.current_time() - started == 5.0
+
+
+async def test_a_turn_that_raises_rolls_back_its_writes_and_reports_type_and_message(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        await counter.increment()
+        with pytest.raises(UserError, match=r"^refused after writing$") as info:
+            await counter.increment_then_fail()
+        assert info.value.type == "ValueError"
+        assert await counter.get() == 1
+
+
+async def test_private_sync_and_lifecycle_methods_are_unknown(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        for name in ("_private", "sync_method", "alarm", "on_start", "__init__", "storage", "nope"):
+            with pytest.raises(UnknownMethod):
+                await counter.call(name)
+
+
+async def test_arguments_that_do_not_bind_are_refused_before_the_object_runs(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        with pytest.raises(InvalidArgument, match=r"^increment\(\): got an unexpected keyword"):
+            await counter.increment(step=2)
+        with pytest.raises(InvalidArgument, match=r"^increment\(\): too many positional"):
+            await counter.increment(1, 2)
+        assert not t.is_live("Counter", "c")
+
+
+async def test_unserializable_arguments_and_results_name_type_and_place(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        values = t.get("Values", "v")
+        with pytest.raises(InvalidArgument, match=r"^args\[0\]\['k'\]: set is not serializable$"):
+            await values.echo({"k": {1}})
+        with pytest.raises(ResultNotSerializable, match=r"result\[2\]: set is not serializable$"):
+            await values.bad_result()
+        assert await values.echo({"a": [1, b"x", None, 2.5]}) == {"a": [1, b"x", None, 2.5]}
+
+
+async def test_arguments_are_copied_so_caller_and_object_share_nothing(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        values = t.get("Values", "v")
+        sent = {"list": [1]}
+        received = await values.echo(sent)
+        received["list"].append(2)
+        assert sent == {"list": [1]}
+
+
+async def test_a_chain_that_reenters_an_object_runs_instead_of_deadlocking(tmp_path, autojump_clock):
+    async with open_test_runtime(APP, tmp_path) as t:
+        assert await t.get("PingPong", "a").ping("b", 4) == ["a", "b", "a", "b", "a"]
+
+
+async def test_an_object_may_call_itself(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        assert await t.get("Counter", "self").mirror("self") == 1
+
+
+async def test_two_chains_waiting_on_each_other_fail_with_deadlock_not_a_hang(
+    tmp_path, autojump_clock
+):
+    async with open_test_runtime(APP, tmp_path) as t:
+        results: dict[str, object] = {}
+
+        async def run(name: str, other: str) -> None:
+            try:
+                results[name] = await t.get("PingPong", name).wait_then_call(other, 1.0)
+            except Exception as exc:
+                results[name] = exc
+
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "a", "b")
+            nursery.start_soon(run, "b", "a")
+        assert trio.current_time() - started == 1.0
+        errors = [r for r in results.values() if isinstance(r, Deadlock)]
+        assert len(errors) == 1
+        assert sorted(r for r in results.values() if isinstance(r, str)) == ["hello from a"] or sorted(
+            r for r in results.values() if isinstance(r, str)
+        ) == ["hello from b"]
+
+
+async def test_a_turn_past_its_deadline_is_cancelled_and_rolled_back(tmp_path, autojump_clock):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        started = trio.current_time()
+        with pytest.raises(CallTimeout, match="rolled back"):
+            await counter.call("slow_increment", 100.0, timeout=3.0)
+        assert trio.current_time() - started == 3.0
+        assert await counter.get() == 0
+
+
+async def test_a_queued_call_past_its_deadline_fails_at_the_deadline_and_never_runs(
+    tmp_path, autojump_clock
+):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        outcome: list[object] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(counter.call, "slow_increment", 10.0)
+            await trio.testing.wait_all_tasks_blocked()
+            started = trio.current_time()
+            with pytest.raises(CallTimeout, match="never ran"):
+                await counter.call("increment", timeout=2.0)
+            outcome.append(trio.current_time() - started)
+        assert outcome == [2.0]
+        assert await counter.get() == 1
+
+
+async def test_a_full_queue_refuses_calls_at_once_with_a_retry_hint(tmp_path, autojump_clock):
+    settings = Settings(max_queue_depth=2)
+    async with open_test_runtime(APP, tmp_path, settings=settings) as t:
+        counter = t.get("Counter", "c")
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):  # one running, two queued
+                nursery.start_soon(counter.call, "slow_increment", 1.0)
+                await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(Overloaded) as info:
+                await counter.increment()
+            assert info.value.retry_after > 0
+        assert await counter.get() == 3
+
+
+async def test_calls_in_one_batch_share_a_commit_but_keep_their_own_rollback(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        counter = t.get("Counter", "c")
+        await counter.increment()  # activate first so the calls below queue together
+        outcomes: list[object] = []
+
+        async def call(method: str) -> None:
+            try:
+                outcomes.append(await counter.call(method))
+            except UserError as exc:
+                outcomes.append(exc.type)
+
+        before = t.statistics().batches_committed
+        async with trio.open_nursery() as nursery:
+            for method in ("increment", "increment_then_fail", "increment"):
+                nursery.start_soon(call, method)
+        assert sorted(map(str, outcomes)) == ["2", "3", "ValueError"]
+        assert t.statistics().batches_committed == before + 1
+        assert await counter.get() == 3
