@@ -126,7 +126,7 @@ class Activation:
         self.file = ObjectFile(
             runtime.object_path(object_id),
             object_id,
-            synchronous=runtime.settings.durability.sqlite_synchronous,
+            synchronous=runtime.object_synchronous,
         )
         self.state = ActivationState.ACTIVATING
         self.instance: DurableObject | None = None
@@ -151,6 +151,10 @@ class Activation:
         self._timed_out: Work | None = None
         self._batches = 0
         self._turns_committed = 0
+        #: committed batches whose fsync is pending (pipelined group commit), oldest first
+        self._unsynced: list[list[Work]] = []
+        self._syncer_running = False
+        self._synced: trio.Event | None = None
 
     #### Submitting work (called by the runtime on behalf of callers)
 
@@ -232,13 +236,16 @@ class Activation:
                 if not await self._run_batch():
                     return "reset"
                 continue
+            if self._syncer_running:
+                await self._wait_synced()
+                continue  # calls may have arrived meanwhile
             if self._evict_reason is not None:
                 return self._evict_reason
             self._wakeup = trio.Event()
             with trio.move_on_at(self.last_active + idle_timeout):
                 await self._wakeup.wait()
             self._wakeup = None
-            idle = not self.queue and self._evict_reason is None
+            idle = not self.queue and self._evict_reason is None and not self._syncer_running
             if idle and trio.current_time() >= self.last_active + idle_timeout:
                 return "idle"
 
@@ -279,14 +286,62 @@ class Activation:
                     work.error = ObjectReset(
                         f"{self.id}: the commit of this turn's batch failed; nothing was applied"
                     )
-        for work in batch:
-            work.finish()
+        if committed and runtime.pipelined_sync and batch:
+            self._hand_to_syncer(batch)  # replies leave once the WAL is fsynced
+        else:
+            for work in batch:
+                work.finish()
         now = trio.current_time()
         if batch:
             self.turn_seconds = 0.8 * self.turn_seconds + 0.2 * (now - started) / len(batch)
         self.last_active = now
         runtime.table.touch(self)
         return committed
+
+    #### Pipelined group commit: fsync off the trio thread while the next batch runs
+
+    def _hand_to_syncer(self, batch: list[Work]) -> None:
+        self._unsynced.append(batch)
+        if not self._syncer_running:
+            self._syncer_running = True
+            self.runtime.spawn(self._syncer)
+
+    async def _syncer(self) -> None:
+        """fsync the WAL for every committed batch, then release their replies, oldest first."""
+        runtime = self.runtime
+        try:
+            while self._unsynced:
+                batches, self._unsynced = self._unsynced, []
+                runtime.commits_in_flight += 1
+                try:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self.file.sync)
+                except Exception as exc:
+                    error = runtime.internal_error(exc, f"fsync of {self.id}")
+                    for batch in batches:
+                        for work in batch:
+                            work.result, work.error = None, ObjectReset(
+                                f"{self.id}: its commit could not be made durable ({error}); "
+                                "the outcome is unknown"
+                            )
+                    self.request_eviction("reset")
+                finally:
+                    runtime.commits_in_flight -= 1
+                for batch in batches:
+                    for work in batch:
+                        work.finish()
+                self.last_active = trio.current_time()
+        finally:
+            self._syncer_running = False
+            if self._synced is not None:
+                self._synced.set()
+                self._synced = None
+
+    async def _wait_synced(self) -> None:
+        while self._syncer_running:
+            if self._synced is None:
+                self._synced = trio.Event()
+            await self._synced.wait()
 
     def cancel_turn(self, work: Work) -> None:
         """Cancel ``work``'s turn because its deadline passed (called by the deadline watch)."""
@@ -364,6 +419,9 @@ class Activation:
         else:
             self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
         try:
+            if not runtime.closing_abruptly:
+                with trio.CancelScope(shield=True):
+                    await self._wait_synced()
             if runtime.closing_abruptly or not runtime.io_in_threads:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
             else:

@@ -77,8 +77,10 @@ class AlarmScheduler:
                 with trio.move_on_at(clock.to_trio(self._heap[0][0])):
                     await self._changed.wait()
                     continue
-                now = clock.now()
-                while self._heap and self._heap[0][0] <= now:
+                # Compare in trio time, exactly as move_on_at did: epoch -> trio -> epoch may round
+                # below ``at`` and leave a due alarm unpopped (a busy loop).
+                now = trio.current_time()
+                while self._heap and clock.to_trio(self._heap[0][0]) <= now:
                     at, hex_id = heapq.heappop(self._heap)
                     entry = self._due.get(hex_id)
                     if entry is None or entry[0] != at:
