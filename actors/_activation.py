@@ -254,6 +254,7 @@ class Activation:
         runtime, queue = self.runtime, self.queue
         batch: list[Work] = []
         limit = runtime.settings.max_batch_turns
+        pipelined = runtime.pipelined_sync
         started = trio.current_time()
         try:
             while queue and len(batch) < limit:
@@ -267,6 +268,10 @@ class Activation:
                             continue  # abandoned by its caller or timed out while queued
                         batch.append(work)
                         await self._run_turn(work)
+                        if pipelined and not self._syncer_running and self.file.has_writes():
+                            break  # the disk is idle: start its fsync now; later turns overlap it
+                if pipelined and not self._syncer_running and self.file.has_writes():
+                    break
                 self._batch_scope = None
             committed = True
             if self.file.has_writes():
