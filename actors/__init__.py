@@ -25,6 +25,9 @@ from ._runtime import Runtime as Runtime
 from ._runtime import open_runtime as open_runtime
 from ._settings import Durability as Durability
 from ._settings import Settings as Settings
+from ._sockets import SocketHub as SocketHub
+from ._sockets import SocketTransport as SocketTransport
+from ._sockets import WebSocket as WebSocket
 from ._storage import SqlResult as SqlResult
 from ._storage import Storage as Storage
 
@@ -42,9 +45,12 @@ __all__ = [
     "Runtime",
     "RuntimeStatistics",
     "Settings",
+    "SocketHub",
+    "SocketTransport",
     "SqlResult",
     "Storage",
     "Stub",
+    "WebSocket",
     "errors",
     "limits",
     "open_runtime",

@@ -75,7 +75,9 @@ class WorkState(enum.Enum):
 class Work:
     """One call to be run as a turn."""
 
-    __slots__ = ("chain", "check_result", "deadline", "done", "error", "fn", "label", "result", "state")
+    __slots__ = (
+        "chain", "check_result", "deadline", "done", "error", "fn", "label", "outbox", "result", "state",
+    )  # fmt: skip
 
     def __init__(self, fn: TurnFn, label: str, deadline: float, chain: object, check_result: bool):
         self.fn = fn
@@ -87,9 +89,17 @@ class Work:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = trio.Event()
+        #: socket frames and closes the turn queued; released by finish() only if it succeeded
+        self.outbox: list[Any] | None = None
 
     def finish(self) -> None:
+        """The outcome is final and durable: release the reply and what the turn queued for sockets."""
         self.state = WorkState.FINISHED
+        if self.outbox is not None:
+            if self.error is None:
+                for ws, kind, frame in self.outbox:  # in the order the turn queued them
+                    ws.deliver(frame, kind)
+            self.outbox = None
         self.done.set()
 
     def fail(self, error: BaseException) -> None:
@@ -210,6 +220,7 @@ class Activation:
             instance.id = self.id
             instance.env = Env(runtime, runtime.app)
             instance.storage = Storage(self.file, runtime.clock.now)
+            instance._hub = runtime.sockets
             instance.__init__()  # type: ignore[misc]
         except Exception as exc:
             error = runtime.internal_error(exc, f"activating {self.id}")
@@ -365,6 +376,10 @@ class Activation:
         self._running_work = outer
         if scope.cancelled_caught:
             work.error = CallTimeout(f"{work.label}: deadline passed during its reentrant turn")
+        if outer is not None and work.outbox and work.error is None:
+            # Nested in a running turn: its socket frames wait for the outer turn's commit.
+            outer.outbox = [*(outer.outbox or []), *work.outbox]
+            work.outbox = None
         work.finish()
 
     async def _run_turn(self, work: Work) -> None:

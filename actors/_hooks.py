@@ -52,3 +52,4 @@ class RuntimeStatistics:
     batches_committed: int  # since the runtime opened
     turns_committed: int  # since the runtime opened
     pending_alarms: int  # alarms the scheduler knows of
+    open_sockets: int  # WebSockets held for objects (live or evicted)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._ids import ObjectId
 
 if TYPE_CHECKING:
+    from ._sockets import SocketHub, WebSocket
     from ._storage import Storage
 
 __all__ = ["LIFECYCLE_HOOKS", "DurableObject", "Env", "Stub"]
@@ -92,7 +93,7 @@ class Env:
 class DurableObject:
     """Subclass this; its public ``async def`` methods become callable.
 
-    Lifecycle hooks (all optional, each runs as a turn):
+    Lifecycle hooks (all optional, each runs as a turn; see also on_connect/on_message/on_close):
     - ``async on_start(self)``: once per activation, before any call. If it raises, no call runs: the
       queued calls fail with ActivationFailed and the next call tries a fresh activation.
     - ``async alarm(self)``: when the alarm set with ``storage.set_alarm`` is due. If it raises it is
@@ -102,12 +103,26 @@ class DurableObject:
     id: ObjectId
     env: Env
     storage: Storage
+    _hub: SocketHub
 
     async def on_start(self) -> None:
         """Runs once per activation before any call; override to load caches or migrate tables."""
 
     async def alarm(self) -> None:
         """Runs when the alarm is due; override to use alarms."""
+
+    async def on_connect(self, ws: WebSocket) -> None:
+        """A WebSocket opened to this object. Accepts by default; ``ws.close(code)`` refuses it."""
+
+    async def on_message(self, ws: WebSocket, data: Any) -> None:
+        """A frame arrived: text frames JSON-decoded, binary frames CBOR-decoded. Ignored by default."""
+
+    async def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+        """The socket closed (either side); it is no longer in ``self.sockets()``."""
+
+    def sockets(self, tag: str | None = None) -> list[WebSocket]:
+        """This object's open sockets (with ``tag``, if given), oldest first; they survive eviction."""
+        return self._hub.sockets(self.id, tag)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'id', '?')}>"

@@ -34,6 +34,7 @@ from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._object import DurableObject, Stub
 from ._settings import Durability, Settings
+from ._sockets import SocketHub
 from ._table import Table
 from .errors import (
     ActorError,
@@ -83,6 +84,7 @@ class Runtime:
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
         self.alarms = AlarmScheduler(self)
         self.deadlines = DeadlineWatch()
+        self.sockets = SocketHub(self)
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -333,6 +335,7 @@ class Runtime:
             batches_committed=self._batches,
             turns_committed=self._turns,
             pending_alarms=len(self.alarms),
+            open_sockets=self.sockets.count(),
         )
 
     def crash(self) -> None:

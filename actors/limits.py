@@ -10,11 +10,15 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "MAX_ATTACHMENT_BYTES",
     "MAX_CLASS_NAME_BYTES",
     "MAX_KEYS_PER_CALL",
     "MAX_KEY_BYTES",
     "MAX_METHOD_NAME_BYTES",
     "MAX_OBJECT_NAME_BYTES",
+    "MAX_SOCKETS_PER_OBJECT",
+    "MAX_TAGS_PER_SOCKET",
+    "MAX_TAG_BYTES",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_DEPTH",
 ]
@@ -39,3 +43,13 @@ MAX_METHOD_NAME_BYTES: Final = 128
 
 #: Nesting of lists and dicts in an argument, result or stored value (keeps encoders off deep recursion).
 MAX_VALUE_DEPTH: Final = 64
+
+#: Open WebSockets per object (Cloudflare's hibernatable WebSocket limit).
+MAX_SOCKETS_PER_OBJECT: Final = 32_768
+
+#: A socket's attachment, CBOR encoded (Cloudflare's ``serializeAttachment`` limit).
+MAX_ATTACHMENT_BYTES: Final = 16 * 1024
+
+#: Tags per socket, and bytes per tag (Cloudflare's limits).
+MAX_TAGS_PER_SOCKET: Final = 10
+MAX_TAG_BYTES: Final = 256
