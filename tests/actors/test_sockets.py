@@ -90,7 +90,7 @@ async def test_a_turn_that_raises_sends_nothing_and_writes_nothing(tmp_path):
         room_id = t.id("Room", "r")
         a = Recorder()
         ws = await t.runtime.sockets.connect(room_id, a)
-        with pytest.raises(UserError, match="^boom$"):
+        with pytest.raises(UserError, match=r"^boom$"):
             await t.runtime.sockets.receive(room_id, ws, "boom")
         assert a.events == []
         assert (await t.get("Room", "r").state())["boom"] is False
@@ -102,7 +102,7 @@ async def test_sends_leave_only_after_the_turn_is_committed(tmp_path):
     class Probe(DurableObject):
         async def on_message(self, ws: WebSocket, data: Any) -> None:
             ws.send("reply")
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             seen_before_commit.append(list(transport.events))
 
     transport = Recorder()
