@@ -76,7 +76,8 @@ class Work:
     """One call to be run as a turn."""
 
     __slots__ = (
-        "chain", "check_result", "deadline", "done", "error", "fn", "label", "outbox", "result", "state",
+        "chain", "check_result", "deadline", "done", "error", "fn", "label", "outbox", "result", "solo",
+        "state",
     )  # fmt: skip
 
     def __init__(self, fn: TurnFn, label: str, deadline: float, chain: object, check_result: bool):
@@ -91,6 +92,8 @@ class Work:
         self.done = trio.Event()
         #: socket frames and closes the turn queued; released by finish() only if it succeeded
         self.outbox: list[Any] | None = None
+        #: runs alone, after everything before it committed, with no transaction open (snapshots)
+        self.solo = False
 
     def finish(self) -> None:
         """The outcome is final and durable: release the reply and what the turn queued for sockets."""
@@ -277,11 +280,20 @@ class Activation:
                         work = queue.popleft()
                         if work.state is not WorkState.QUEUED:
                             continue  # abandoned by its caller or timed out while queued
+                        if work.solo and (batch or self.file.has_writes()):
+                            queue.appendleft(work)  # commit what came before it first
+                            break
                         batch.append(work)
                         await self._run_turn(work)
+                        if work.solo:
+                            break
                         if pipelined and not self._syncer_running and self.file.has_writes():
                             break  # the disk is idle: start its fsync now; later turns overlap it
-                if pipelined and not self._syncer_running and self.file.has_writes():
+                if (pipelined and not self._syncer_running and self.file.has_writes()) or (
+                    batch and batch[-1].solo
+                ):
+                    break
+                if queue and queue[0].solo:
                     break
                 self._batch_scope = None
             committed = True

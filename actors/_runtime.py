@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import apsw
 import trio
 
 from . import _codec
@@ -41,6 +42,7 @@ from .errors import (
     Deadlock,
     InternalError,
     InvalidArgument,
+    ObjectNotFound,
     Overloaded,
     ShuttingDown,
 )
@@ -160,8 +162,12 @@ class Runtime:
         *,
         timeout: float | None = None,
         check_result: bool = False,
+        solo: bool = False,
     ) -> Any:
-        """Run ``await fn(instance)`` as a turn of the object; the node uses this for socket events."""
+        """Run ``await fn(instance)`` as a turn of the object; the node uses this for socket events.
+
+        ``solo`` turns run alone, after every earlier turn committed, with no transaction open.
+        """
         if self.closing:
             raise ShuttingDown("the runtime is shutting down")
         deadline = trio.current_time() + (self.settings.call_timeout if timeout is None else timeout)
@@ -180,6 +186,7 @@ class Runtime:
         if caller is not None:
             _check_no_cycle(caller, activation, label)
         work = Work(fn, label, deadline, context.chain if context else object(), check_result)
+        work.solo = solo
         activation.enqueue(work)
         self.deadlines.watch(work, activation)
         if caller is not None:
@@ -313,6 +320,44 @@ class Runtime:
     ) -> list[CatalogEntry]:
         """Objects with storage, from the catalog (no object is woken)."""
         return self.catalog.list(cls=cls, prefix=prefix, limit=limit, after=after)
+
+    async def export(self, object_id: ObjectId, destination: str | Path) -> None:
+        """Write a consistent snapshot of the object's database to ``destination`` (a new SQLite file).
+
+        The snapshot is taken between turns, after every earlier turn committed, with SQLite's backup
+        API; calls queued behind it wait. Raises ObjectNotFound if the object has no storage.
+        """
+        self.app.class_of(object_id.cls)
+        destination = Path(destination)
+
+        async def snapshot(instance: DurableObject) -> None:
+            source = instance.storage._file.readable()
+            if source is None:
+                raise ObjectNotFound(f"{object_id} has no storage")
+
+            def copy() -> None:
+                target = apsw.Connection(str(destination))
+                try:
+                    with target.backup("main", source, "main") as backup:
+                        backup.step(-1)
+                finally:
+                    target.close()
+
+            if self.io_in_threads:
+                await trio.to_thread.run_sync(copy)
+            else:
+                copy()
+
+        await self.submit(object_id, snapshot, "export", solo=True)
+
+    async def delete_object(self, object_id: ObjectId) -> None:
+        """Delete all of the object's storage (its file and catalog entry go once committed)."""
+        self.app.class_of(object_id.cls)
+
+        async def delete_all(instance: DurableObject) -> None:
+            instance.storage.delete_all()
+
+        await self.submit(object_id, delete_all, "delete")
 
     def is_live(self, object_id: ObjectId) -> bool:
         """Whether the object is in memory now (False: evicted, or never activated)."""

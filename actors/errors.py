@@ -10,6 +10,7 @@ these to statuses and frames; the SDK re-raises the same classes on the client s
     │   ├── LimitExceeded            413  a named limit (``limit`` attribute) was exceeded
     │   ├── UnknownClass             404  no such object class in the App
     │   ├── UnknownMethod            404  no such public async method (private names, hooks, attributes)
+    │   ├── ObjectNotFound           404  the object has no storage (admin export of a never-written object)
     │   ├── SqlNotAllowed            400  user SQL touched what the runtime owns (BEGIN, internal tables)
     │   └── Deadlock                 409  the call would close a cycle of turns waiting on each other
     ├── WorldError                   not the caller's fault: a retry later may succeed
@@ -41,6 +42,7 @@ __all__ = [
     "InternalError",
     "InvalidArgument",
     "LimitExceeded",
+    "ObjectNotFound",
     "ObjectReset",
     "Overloaded",
     "ResultNotSerializable",
@@ -109,6 +111,12 @@ class UnknownClass(CallerError):
 
 
 class UnknownMethod(CallerError):
+    status_hint = 404
+
+
+class ObjectNotFound(CallerError):
+    """The object has no storage: it was never written, or everything was deleted."""
+
     status_hint = 404
 
 
@@ -215,6 +223,7 @@ _BY_TYPE: dict[str, type[ActorError]] = {
         InvalidArgument,
         UnknownClass,
         UnknownMethod,
+        ObjectNotFound,
         SqlNotAllowed,
         Deadlock,
         CallTimeout,
