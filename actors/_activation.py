@@ -76,8 +76,8 @@ class Work:
     """One call to be run as a turn."""
 
     __slots__ = (
-        "chain", "check_result", "deadline", "done", "error", "fn", "label", "outbox", "result", "solo",
-        "state",
+        "_waiter", "chain", "check_result", "deadline", "error", "fn", "label", "outbox", "result",
+        "solo", "state",
     )  # fmt: skip
 
     def __init__(self, fn: TurnFn, label: str, deadline: float, chain: object, check_result: bool):
@@ -89,7 +89,7 @@ class Work:
         self.state = WorkState.QUEUED
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = trio.Event()
+        self._waiter: trio.lowlevel.Task | None = None
         #: socket frames and closes the turn queued; released by finish() only if it succeeded
         self.outbox: list[Any] | None = None
         #: runs alone, after everything before it committed, with no transaction open (snapshots)
@@ -103,7 +103,26 @@ class Work:
                 for ws, kind, frame in self.outbox:  # in the order the turn queued them
                     ws.deliver(frame, kind)
             self.outbox = None
-        self.done.set()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+
+    @property
+    def finished(self) -> bool:
+        return self.state is WorkState.FINISHED
+
+    async def wait(self) -> None:
+        """Wait until finished (one waiter: the caller). Cheaper than a trio.Event on the hot path."""
+        if self.state is WorkState.FINISHED:
+            await trio.lowlevel.checkpoint()
+            return
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def fail(self, error: BaseException) -> None:
         self.error = error
@@ -164,9 +183,13 @@ class Activation:
         self._timed_out: Work | None = None
         self._batches = 0
         self._turns_committed = 0
-        #: committed batches whose fsync is pending (pipelined group commit), oldest first
+        #: committed batches waiting for the next fsync (pipelined group commit), oldest first
         self._unsynced: list[list[Work]] = []
-        self._syncer_running = False
+        #: batches the running fsync covers
+        self._in_flight: list[list[Work]] = []
+        self._fsync_generation = 0
+        self._fsync_finished = False
+        self._fsync_outcome: Any = None
         self._synced: trio.Event | None = None
 
     #### Submitting work (called by the runtime on behalf of callers)
@@ -250,14 +273,15 @@ class Activation:
                 if not await self._run_batch():
                     return "reset"
                 continue
-            if self._syncer_running:
-                await self._wait_synced()
-                continue  # calls may have arrived meanwhile
-            if self._evict_reason is not None:
+            syncing = self._syncer_running
+            if self._evict_reason is not None and not syncing:
                 return self._evict_reason
             self._wakeup = trio.Event()
-            with trio.move_on_at(self.last_active + idle_timeout):
-                await self._wakeup.wait()
+            if syncing:
+                await self._wakeup.wait()  # a new call, or the fsync finished
+            else:
+                with trio.move_on_at(self.last_active + idle_timeout):
+                    await self._wakeup.wait()
             self._wakeup = None
             idle = not self.queue and self._evict_reason is None and not self._syncer_running
             if idle and trio.current_time() >= self.last_active + idle_timeout:
@@ -269,6 +293,7 @@ class Activation:
         batch: list[Work] = []
         limit = runtime.settings.max_batch_turns
         pipelined = runtime.pipelined_sync
+        early = (len(queue) + 1) // 2
         started = trio.current_time()
         try:
             while queue and len(batch) < limit:
@@ -287,11 +312,23 @@ class Activation:
                         await self._run_turn(work)
                         if work.solo:
                             break
-                        if pipelined and not self._syncer_running and self.file.has_writes():
-                            break  # the disk is idle: start its fsync now; later turns overlap it
-                if (pipelined and not self._syncer_running and self.file.has_writes()) or (
-                    batch and batch[-1].solo
-                ):
+                        if pipelined:
+                            self._poll_fsync()
+                        if (
+                            pipelined
+                            and len(batch) >= early
+                            and not self._syncer_running
+                            and self.file.has_writes()
+                        ):
+                            # The disk is idle: commit half of what is waiting and start its fsync,
+                            # so the other half runs meanwhile (two groups alternate in steady state).
+                            break
+                if (
+                    pipelined
+                    and len(batch) >= early
+                    and not self._syncer_running
+                    and self.file.has_writes()
+                ) or (batch and batch[-1].solo):
                     break
                 if queue and queue[0].solo:
                     break
@@ -327,43 +364,73 @@ class Activation:
         return committed
 
     #### Pipelined group commit: fsync off the trio thread while the next batch runs
+    #
+    # The fsync thread is started synchronously at commit time (start_thread_soon), not by a task:
+    # a task could only start once the worker yields, and the worker runs turns back to back without
+    # yielding. The thread flips ``_fsync_finished`` when done; the worker notices it between turns
+    # (and a run_sync_soon callback notices it when the worker is idle), releases the synced replies
+    # and immediately starts the next fsync for whatever committed meanwhile.
+
+    @property
+    def _syncer_running(self) -> bool:
+        return bool(self._in_flight or self._unsynced)
 
     def _hand_to_syncer(self, batch: list[Work]) -> None:
         self._unsynced.append(batch)
-        if not self._syncer_running:
-            self._syncer_running = True
-            self.runtime.spawn(self._syncer)
+        self._poll_fsync()
+        if not self._in_flight:
+            self._start_fsync()
 
-    async def _syncer(self) -> None:
-        """fsync the WAL for every committed batch, then release their replies, oldest first."""
-        runtime = self.runtime
+    def _start_fsync(self) -> None:
+        self._in_flight, self._unsynced = self._unsynced, []
+        self._fsync_generation += 1
+        generation = self._fsync_generation
+        self._fsync_finished = False
+        self.runtime.commits_in_flight += 1
+        token = trio.lowlevel.current_trio_token()
+
+        def done_in_thread(result: Any) -> None:
+            self._fsync_outcome = result
+            self._fsync_finished = True  # read by the worker between turns (atomic under the GIL)
+            try:
+                token.run_sync_soon(self._fsync_done, generation)
+            except trio.RunFinishedError:
+                pass  # the runtime is gone (crash); nothing is waiting any more
+
+        trio.lowlevel.start_thread_soon(self.file.sync, done_in_thread)
+
+    def _poll_fsync(self) -> None:
+        if self._in_flight and self._fsync_finished:
+            self._fsync_done(self._fsync_generation)
+
+    def _fsync_done(self, generation: int) -> None:
+        """Release the replies of the synced batches (once per fsync), then sync what is waiting."""
+        if generation != self._fsync_generation or not self._in_flight or not self._fsync_finished:
+            return
+        runtime, batches = self.runtime, self._in_flight
+        self._in_flight = []
+        runtime.commits_in_flight -= 1
         try:
-            while self._unsynced:
-                batches, self._unsynced = self._unsynced, []
-                runtime.commits_in_flight += 1
-                try:
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(self.file.sync)
-                except Exception as exc:
-                    error = runtime.internal_error(exc, f"fsync of {self.id}")
-                    for batch in batches:
-                        for work in batch:
-                            work.result, work.error = None, ObjectReset(
-                                f"{self.id}: its commit could not be made durable ({error}); "
-                                "the outcome is unknown"
-                            )
-                    self.request_eviction("reset")
-                finally:
-                    runtime.commits_in_flight -= 1
-                for batch in batches:
-                    for work in batch:
-                        work.finish()
-                self.last_active = trio.current_time()
-        finally:
-            self._syncer_running = False
-            if self._synced is not None:
-                self._synced.set()
-                self._synced = None
+            self._fsync_outcome.unwrap()
+        except Exception as exc:
+            error = runtime.internal_error(exc, f"fsync of {self.id}")
+            for batch in batches:
+                for work in batch:
+                    work.result, work.error = None, ObjectReset(
+                        f"{self.id}: its commit could not be made durable ({error}); the outcome is unknown"
+                    )
+            self.request_eviction("reset")
+        for batch in batches:
+            for work in batch:
+                work.finish()
+        self.last_active = trio.current_time()
+        if self._unsynced:
+            self._start_fsync()
+        elif self._synced is not None:
+            self._synced.set()
+            self._synced = None
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def _wait_synced(self) -> None:
         while self._syncer_running:

@@ -43,21 +43,27 @@ class Caller(Protocol):
 class Stub:
     """A handle on one object: ``await stub.method(*args, **kwargs)`` calls it."""
 
-    __slots__ = ("_caller", "id")
+    __slots__ = ("_caller", "_methods", "id")
 
     def __init__(self, caller: Caller, object_id: ObjectId) -> None:
         self._caller = caller
+        self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
         self.id = object_id
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("__"):
             raise AttributeError(method)
+        found = self._methods.get(method)
+        if found is not None:
+            return found
         caller, object_id = self._caller, self.id
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await caller.call(object_id, method, args, kwargs)
 
         call.__name__ = method
+        if len(self._methods) < 64:  # a stub used with many made-up names must not grow without bound
+            self._methods[method] = call
         return call
 
     async def call(

@@ -33,6 +33,7 @@ from ._clock import EpochClock
 from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
+from ._lifecycle import ActivationState
 from ._object import DurableObject, Stub
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
@@ -134,12 +135,14 @@ class Runtime:
             kwargs = {} if kwargs is None else kwargs
             if type(kwargs) is not dict:
                 raise InvalidArgument("kwargs must be a dict")
-            problem = _codec.describe_unserializable(list(args), "args")
-            problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
-            if problem:
-                raise InvalidArgument(problem)
+            flat = _codec.is_flat(args) and _codec.is_flat(kwargs)
+            if not flat:
+                problem = _codec.describe_unserializable(list(args), "args")
+                problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
+                if problem:
+                    raise InvalidArgument(problem)
             bound.bind(tuple(args), kwargs)
-            if not (_codec.is_flat(args) and _codec.is_flat(kwargs)):
+            if not flat:
                 # A CBOR round trip gives the object its own copy, as a remote call would.
                 args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
 
@@ -172,7 +175,9 @@ class Runtime:
             raise ShuttingDown("the runtime is shutting down")
         deadline = trio.current_time() + (self.settings.call_timeout if timeout is None else timeout)
         context = current_turn.get()
-        activation = await self.table.get(object_id)
+        activation = self.table.live.get(object_id.hex)
+        if activation is None or activation.state is ActivationState.EVICTING:
+            activation = await self.table.get(object_id)
         if context is not None and activation.current_chain is context.chain:
             work = Work(fn, label, deadline, context.chain, check_result)
             await activation.run_reentrant(work)
@@ -192,7 +197,7 @@ class Runtime:
         if caller is not None:
             caller.awaiting.append(activation)
         try:
-            await work.done.wait()
+            await work.wait()
         except trio.Cancelled:
             if work.state is WorkState.QUEUED:
                 work.state = WorkState.ABANDONED  # the caller went away: never run it
