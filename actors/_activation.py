@@ -244,7 +244,7 @@ class Activation:
             self.committed_alarm = self.file.stored_alarm()
             instance = self.cls.__new__(self.cls)
             instance.id = self.id
-            instance.env = Env(runtime, runtime.app)
+            instance.env = Env(runtime, runtime.app, runtime.clock.now)
             instance.storage = Storage(self.file, runtime.clock.now)
             instance._hub = runtime.sockets
             instance.__init__()  # type: ignore[misc]

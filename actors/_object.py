@@ -79,11 +79,20 @@ class Stub:
 class Env:
     """How an object reaches other objects."""
 
-    __slots__ = ("_caller", "_ids")
+    __slots__ = ("_caller", "_ids", "_now")
 
-    def __init__(self, caller: Caller, ids: Any) -> None:
+    def __init__(self, caller: Caller, ids: Any, now: Callable[[], float]) -> None:
         self._caller = caller
         self._ids = ids  # the App: id_from_name / new_unique_id
+        self._now = now
+
+    def now(self) -> float:
+        """Epoch seconds, from the runtime's clock: virtual under MockClock, like every timer of ours.
+
+        Use this rather than ``time.time()`` so alarms, rate limits and timeouts in your objects can be
+        tested in virtual time.
+        """
+        return self._now()
 
     def get(self, cls: str | type[DurableObject], name: str) -> Stub:
         """A stub for object ``name`` of class ``cls`` (no activation until the first call)."""
