@@ -279,11 +279,11 @@ class ObjectFile:
             # statement must never reuse a prepared statement of ours with the same text.
             cursor = conn.cursor()
             cursor.execute(query, params, can_cache=False)
-            rows = cursor.fetchall()
-            try:
+            try:  # the description exists only while the statement has rows left to read
                 columns = tuple(str(column[0]) for column in cursor.description)
             except apsw.ExecutionCompleteError:
                 columns = ()
+            rows = cursor.fetchall()
         except apsw.AuthError:
             raise SqlNotAllowed(self._denied or "not authorized") from None
         finally:
