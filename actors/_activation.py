@@ -333,9 +333,10 @@ class Activation:
                 if queue and queue[0].solo:
                     break
                 self._batch_scope = None
-            committed = True
+            outcome = "durable"
             if self.file.has_writes():
-                committed = await runtime.commit(self, len(batch))
+                outcome = await runtime.commit(self, len(batch))
+            committed = outcome != "failed"
         except BaseException:
             # Stopped abruptly (crash, cancellation): nothing of this batch was committed.
             for work in batch:
@@ -351,8 +352,12 @@ class Activation:
                     work.error = ObjectReset(
                         f"{self.id}: the commit of this turn's batch failed; nothing was applied"
                     )
-        if committed and runtime.pipelined_sync and batch:
+        if outcome == "needs_fsync" and batch:
             self._hand_to_syncer(batch)  # replies leave once the WAL is fsynced
+        elif committed and batch and self._syncer_running:
+            # Nothing to write, but these turns may have read state whose fsync is still pending:
+            # their replies wait for it too (the output gate holds for reads).
+            (self._unsynced or self._in_flight).append(batch)
         else:
             for work in batch:
                 work.finish()

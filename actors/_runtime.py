@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import apsw
 import trio
@@ -49,6 +49,8 @@ from .errors import (
 )
 
 __all__ = ["Runtime", "open_runtime"]
+
+CommitResult = Literal["durable", "needs_fsync", "failed"]
 
 log = logging.getLogger("actors")
 
@@ -209,8 +211,9 @@ class Runtime:
 
     #### Commit (called by activations)
 
-    async def commit(self, activation: Activation, turns: int) -> bool:
-        """Commit ``activation``'s batch durably; False (after rolling back) if the commit failed."""
+    async def commit(self, activation: Activation, turns: int) -> CommitResult:
+        """Commit ``activation``'s batch: ``"durable"``; ``"needs_fsync"`` (committed, and with
+        ``pipelined_sync`` the WAL must be fsynced before replying); or ``"failed"`` (rolled back)."""
         file = activation.file
         if file.created and file.is_empty():
             # Every write of the batch was rolled back: keep the promise that an object nobody wrote
@@ -218,7 +221,7 @@ class Runtime:
             file.rollback()
             file.remove()
             file.reset_batch_flags()
-            return True
+            return "durable"
         old_alarm = activation.committed_alarm
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
@@ -247,7 +250,7 @@ class Runtime:
             except Exception as rollback_exc:
                 self.internal_error(rollback_exc, f"rollback of {activation.id}")
             file.reset_batch_flags()
-            return False
+            return "failed"
         finally:
             self.commits_in_flight -= 1
         deleted = file.deleted_all
@@ -255,13 +258,14 @@ class Runtime:
         if new_alarm != old_alarm:
             activation.committed_alarm = new_alarm
             self.alarms.set(activation.id, new_alarm)
-        if deleted and file.is_empty():
-            file.remove()
-            self.catalog.forget(activation.id)
         self._batches += 1
         self._turns += turns
         self.hooks.committed(trio.current_time() - started, turns)
-        return True
+        if deleted and file.is_empty():
+            file.remove()  # nothing left to fsync: the file and its WAL are gone
+            self.catalog.forget(activation.id)
+            return "durable"
+        return "needs_fsync" if self.pipelined_sync else "durable"
 
     def spawn(self, fn: Any) -> None:
         """Start a background task of the runtime (activation helpers)."""
