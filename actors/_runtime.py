@@ -340,6 +340,9 @@ class Runtime:
         destination = Path(destination)
 
         async def snapshot(instance: DurableObject) -> None:
+            context = current_turn.get()
+            assert context is not None
+            await context.activation._wait_synced()  # export only what is durable
             source = instance.storage._file.readable()
             if source is None:
                 raise ObjectNotFound(f"{object_id} has no storage")

@@ -10,20 +10,25 @@ Scenarios (``--only`` takes these names; ``commit`` is measured during the ``hot
 - ``hot-write``: 64 concurrent trio tasks call ``increment`` (``storage.get`` + ``storage.put``) on
   ONE object; calls/s, once per :class:`Durability`.
 - ``hot-read``: the same with a read-only method (``storage.get`` only) on an object with a file.
-- ``spread-write`` / ``spread-read``: 64 tasks take the next object from one shared round-robin
-  cursor over 10,000 objects (so consecutive calls of a task always go to different objects, and no
-  object ever has two calls in flight); FSYNC. Both run in the same runtime per repeat: a first pass
-  writes every object once (unrecorded: it activates them all and creates their files), then
-  spread-write is measured, then spread-read.
+- ``commit``: a :class:`Hooks` subclass records ``committed(seconds, turns)`` during the measured
+  window of the hot-write runs: commit latency (median, p99) and turns per batch (mean, median).
+  With pipelined group commit the hook times the COMMIT only, not the fsync after it, so the fsync
+  is timed as well, by wrapping the private ``ObjectFile.sync`` when it exists ("instrumented").
 - ``cold``: objects created with one write each, the runtime closed and reopened, then one read call
   per object, sequentially: per-call latency for an object whose file exists but is not live, for a
   never-written object (no file), and for a warm (live) object.
-- ``commit``: a :class:`Hooks` subclass records ``committed(seconds, turns)`` during the measured
-  window of the hot-write runs: commit latency (median, p99) and turns per batch (mean, median).
+- ``spread-write`` / ``spread-read``: 64 tasks take the next object from one shared round-robin
+  cursor over 10,000 objects (so consecutive calls of a task always go to different objects, and no
+  object has two calls in flight); default settings (FSYNC). Creating 10,000 object files takes
+  about a minute here (one catalog fsync per new object), so the spread scenarios populate ONE
+  data folder once (every object written once; that pass is reported too) and run all their
+  repeats in that runtime: per repeat, spread-read (its warmup is a full pass, so every object is
+  live) and then spread-write.
 
-Every repeat uses a fresh data folder (``tempfile.TemporaryDirectory`` under /tmp), deleted
-afterwards. Throughput runs warm up (unrecorded), then count the calls that complete in the measured
-window, timed with ``time.perf_counter``. Each row reports the median, min and max over the repeats.
+Every other repeat uses a fresh data folder (``tempfile.TemporaryDirectory`` under /tmp), deleted
+afterwards. Throughput runs warm up (unrecorded), then count the calls that complete successfully in
+the measured window, timed with ``time.perf_counter``. Each row reports the median, min and max over
+the repeats. Calls that fail are counted, and the affected rows are flagged and explained.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -48,13 +54,15 @@ import apsw
 import trio
 
 from actors import App, Durability, DurableObject, Hooks, ObjectId, Runtime, Settings, open_runtime
+from actors.errors import ActorError
 
 MODULE = "tests.benchmarks.bench_runtime"
 CALLERS = 64
 SPREAD_OBJECTS = 10_000
-COLD_OBJECTS = 1_000
+COLD_OBJECTS = 200
 TMP_ROOT = "/tmp"
-SCENARIOS = ("hot-write", "hot-read", "spread-write", "spread-read", "cold", "commit")
+SCENARIOS = ("hot-write", "hot-read", "commit", "cold", "spread-write", "spread-read")
+DURABILITIES = (Durability.FSYNC, Durability.POWER_LOSS_UNSAFE)
 
 
 class BenchCounter(DurableObject):
@@ -103,6 +111,52 @@ class RecordingHooks(Hooks):
         self.errors.append(message)
 
 
+class SyncTimer:
+    """Times the runtime's own WAL fsync (pipelined group commit) by wrapping ``ObjectFile.sync``.
+
+    ``ObjectFile.sync`` is private and may not exist (then ``installed`` is False and the fsync rows
+    are absent). The wrapper runs in the fsync worker thread; it adds one perf_counter pair.
+    """
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.seconds: list[float] = []
+        self.installed = False
+
+    def install(self) -> None:
+        try:
+            from actors import _file
+        except ImportError:
+            return
+        original = getattr(_file.ObjectFile, "sync", None)
+        if original is None or getattr(original, "_bench_wrapped", False):
+            return
+        timer = self
+
+        def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                if timer.recording:
+                    timer.seconds.append(time.perf_counter() - started)
+
+        sync._bench_wrapped = True  # type: ignore[attr-defined]
+        _file.ObjectFile.sync = sync
+        self.installed = True
+
+    def start(self) -> None:
+        self.seconds = []
+        self.recording = True
+
+    def stop(self) -> list[float]:
+        self.recording = False
+        return self.seconds
+
+
+SYNC_TIMER = SyncTimer()
+
+
 #### Small statistics helpers
 
 
@@ -116,13 +170,14 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0, "median": math.nan, "min": math.nan, "max": math.nan}
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return {"n": len(values), "median": math.nan, "min": math.nan, "max": math.nan}
     return {
         "n": len(values),
-        "median": float(statistics.median(values)),
-        "min": float(min(values)),
-        "max": float(max(values)),
+        "median": float(statistics.median(finite)),
+        "min": float(min(finite)),
+        "max": float(max(finite)),
     }
 
 
@@ -155,9 +210,11 @@ async def drive(
     """``callers`` tasks call ``method`` on ``next_id()`` in a loop: warm up, then count a window.
 
     The warmup lasts ``warmup`` seconds and at least until ``min_warmup_calls`` calls were issued.
-    Calls completing inside the measured window are counted (in steady state each caller has one in flight).
+    Calls that complete successfully inside the measured window are counted; failed calls (an
+    ActorError) are counted by type and the caller goes on.
     """
-    issued = done = 0
+    issued = done = failed = 0
+    errors: dict[str, int] = {}
     stop = False
     call = runtime.call
     warmed = trio.Event()
@@ -165,16 +222,20 @@ async def drive(
         warmed.set()
 
     async def caller() -> None:
-        nonlocal issued, done
+        nonlocal issued, done, failed
         while not stop:
             object_id = next_id()
             issued += 1
             if issued == min_warmup_calls:
                 warmed.set()
-            await call(object_id, method)
-            done += 1
+            try:
+                await call(object_id, method)
+            except ActorError as exc:
+                failed += 1
+                errors[exc.type] = errors.get(exc.type, 0) + 1
+            else:
+                done += 1
 
-    stats_before = runtime.statistics()
     async with trio.open_nursery() as nursery:
         started = time.perf_counter()
         for _ in range(callers):
@@ -184,35 +245,40 @@ async def drive(
         warm_end = time.perf_counter()
         warm_done = done
         hooks.recording = True
-        count_start, t_start = done, time.perf_counter()
+        SYNC_TIMER.start()
+        count_start, failed_start, issued_start = done, failed, issued
         stats_start = runtime.statistics()
+        t_start = time.perf_counter()
         await trio.sleep(duration)
-        count_end, t_end = done, time.perf_counter()
+        t_end = time.perf_counter()
+        count_end, failed_end, issued_end = done, failed, issued
         hooks.recording = False
+        sync_seconds = SYNC_TIMER.stop()
         stats_end = runtime.statistics()
         stop = True
     elapsed = t_end - t_start
     calls = count_end - count_start
     return {
         "calls": calls,
+        "failed_calls": failed_end - failed_start,
+        "errors_by_type_whole_run": errors,
         "seconds": elapsed,
         "calls_per_second": calls / elapsed if elapsed > 0 else math.nan,
+        "issued_at_start": issued_start,
+        "issued_at_end": issued_end,
         "warmup_seconds": warm_end - started,
         "warmup_calls": warm_done,
         "warmup_calls_per_second": warm_done / (warm_end - started),
         "batches_committed": stats_end.batches_committed - stats_start.batches_committed,
         "turns_committed": stats_end.turns_committed - stats_start.turns_committed,
-        "live_objects_before": stats_before.live_objects,
-        "live_objects_after": stats_end.live_objects,
+        "live_objects_at_start": stats_start.live_objects,
+        "live_objects_at_end": stats_end.live_objects,
+        "sync_seconds": sync_seconds,
     }
 
 
 def fresh_dir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="bench-actors-", dir=TMP_ROOT)
-
-
-def durability_label(durability: Durability) -> str:
-    return durability.value
 
 
 #### Scenarios (one repeat each)
@@ -235,6 +301,7 @@ async def hot_once(durability: Durability, method: str, args: argparse.Namespace
                 callers=args.callers, warmup=args.warmup, duration=args.duration,
             )  # fmt: skip
     turns = hooks.commit_turns
+    syncs = result.pop("sync_seconds")
     result["commits"] = {
         "n": len(turns),
         "latency": latency_summary_ms(hooks.commit_seconds),
@@ -244,77 +311,47 @@ async def hot_once(durability: Durability, method: str, args: argparse.Namespace
         "raw_seconds": hooks.commit_seconds,
         "raw_turns": turns,
     }
+    result["fsyncs"] = {
+        "instrumented": SYNC_TIMER.installed,
+        "n": len(syncs),
+        "latency": latency_summary_ms(syncs),
+        "turns_per_fsync": result["turns_committed"] / len(syncs) if syncs else math.nan,
+        "raw_seconds": syncs,
+    }
     result["call_latency"] = latency_summary_ms(hooks.call_seconds)
-    result["errors"] = hooks.errors
+    result["internal_errors"] = hooks.errors
     return result
 
 
-async def spread_once(args: argparse.Namespace, want: set[str]) -> dict[str, Any]:
-    """Populate (a write pass over every object), then spread-write and spread-read, one runtime."""
-    hooks = RecordingHooks()
-    ids = [APP.id_from_name(BenchCounter, f"spread-{i}") for i in range(args.objects)]
-    cursor = 0
-
-    def next_id() -> ObjectId:
-        nonlocal cursor
-        object_id = ids[cursor]
-        cursor = (cursor + 1) % len(ids)
-        return object_id
-
-    out: dict[str, Any] = {}
-    with fresh_dir() as data_dir:
-        async with open_runtime(APP, data_dir, hooks=hooks) as runtime:
-            opened = time.perf_counter()
-            if "spread-write" in want:
-                # The warmup is one full write pass: every object is activated and gets its file.
-                out["spread-write"] = await drive(
-                    runtime, hooks, next_id, "increment", callers=args.callers,
-                    warmup=args.warmup, duration=args.duration, min_warmup_calls=len(ids),
-                )  # fmt: skip
-                out["spread-write"]["evictions"] = dict(hooks.evictions)
-                out["spread-write"]["activations"] = len(hooks.activation_seconds)
-            else:
-                populate = await drive(
-                    runtime, hooks, next_id, "increment", callers=args.callers,
-                    warmup=0.0, duration=0.0, min_warmup_calls=len(ids),
-                )  # fmt: skip
-                out["populate"] = {k: populate[k] for k in ("warmup_seconds", "warmup_calls")}
-            if "spread-read" in want:
-                hooks.evictions.clear()
-                hooks.activation_seconds.clear()
-                out["spread-read"] = await drive(
-                    runtime, hooks, next_id, "read", callers=args.callers,
-                    warmup=args.warmup, duration=args.duration,
-                )  # fmt: skip
-                out["spread-read"]["evictions"] = dict(hooks.evictions)
-                out["spread-read"]["activations"] = len(hooks.activation_seconds)
-            closing = time.perf_counter()
-        closed = time.perf_counter()
-    out["open_seconds"] = closing - opened
-    out["close_seconds"] = closed - closing
-    out["errors"] = hooks.errors
-    return out
-
-
-async def sequential_latencies(runtime: Runtime, ids: Sequence[ObjectId]) -> list[float]:
+async def sequential_latencies(
+    runtime: Runtime, ids: Sequence[ObjectId]
+) -> tuple[list[float], dict[str, int]]:
+    """Call ``read`` on each object in turn; latencies of the calls that succeeded, errors by type."""
     call, perf = runtime.call, time.perf_counter
-    latencies = []
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
     for object_id in ids:
         started = perf()
-        await call(object_id, "read")
+        try:
+            await call(object_id, "read")
+        except ActorError as exc:
+            errors[exc.type] = errors.get(exc.type, 0) + 1
+            continue
         latencies.append(perf() - started)
-    return latencies
+    return latencies, errors
 
 
-async def cold_once(args: argparse.Namespace) -> dict[str, Any]:
+async def cold_once(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
     n = args.cold_objects
-    stored = [APP.id_from_name(BenchCounter, f"cold-{i}") for i in range(n)]
-    never = [APP.id_from_name(BenchCounter, f"never-{i}") for i in range(n)]
+    stored = [APP.id_from_name(BenchCounter, f"cold-{repeat}-{i}") for i in range(n)]
+    never = [APP.id_from_name(BenchCounter, f"never-{repeat}-{i}") for i in range(n)]
     out: dict[str, Any] = {"objects": n}
     with fresh_dir() as data_dir:
-        # Create the files: one write per object, 64 at a time.
+        # Create the files: one write per object, 64 at a time. No fsync here (it is only set-up and
+        # leaves the same files once closed); the measured runtime below uses the defaults (FSYNC).
         started = time.perf_counter()
-        async with open_runtime(APP, data_dir) as runtime:
+        unsafe = Settings(durability=Durability.POWER_LOSS_UNSAFE)
+        async with open_runtime(APP, data_dir, settings=unsafe) as runtime:
             remaining = iter(stored)
 
             async def writer() -> None:
@@ -334,26 +371,88 @@ async def cold_once(args: argparse.Namespace) -> dict[str, Any]:
             out["reopen_seconds"] = time.perf_counter() - reopen
             assert not any(runtime.is_live(object_id) for object_id in stored)
             hooks.recording = True
-            cold_file = await sequential_latencies(runtime, stored)
-            activations_file = list(hooks.activation_seconds)
-            hooks.activation_seconds.clear()
-            cold_none = await sequential_latencies(runtime, never)
-            activations_none = list(hooks.activation_seconds)
-            hooks.activation_seconds.clear()
-            warm = await sequential_latencies(runtime, stored)
+            kinds = (("cold_file", stored), ("cold_no_file", never), ("warm", stored))
+            for kind, ids in kinds:
+                hooks.activation_seconds.clear()
+                latencies, errors = await sequential_latencies(runtime, ids)
+                out[kind] = latency_summary_ms(latencies)
+                out[kind]["errors"] = errors
+                out[kind]["activation_hook"] = latency_summary_ms(hooks.activation_seconds)
+                out.setdefault("raw_ms", {})[kind] = [s * 1000 for s in latencies]
             hooks.recording = False
-            assert not hooks.activation_seconds, "a warm call activated an object"
-    out["cold_file"] = latency_summary_ms(cold_file)
-    out["cold_file"]["activation_hook"] = latency_summary_ms(activations_file)
-    out["cold_no_file"] = latency_summary_ms(cold_none)
-    out["cold_no_file"]["activation_hook"] = latency_summary_ms(activations_none)
-    out["warm"] = latency_summary_ms(warm)
-    out["raw_ms"] = {
-        "cold_file": [s * 1000 for s in cold_file],
-        "cold_no_file": [s * 1000 for s in cold_none],
-        "warm": [s * 1000 for s in warm],
-    }
-    out["errors"] = hooks.errors
+    out["internal_errors"] = hooks.errors
+    return out
+
+
+async def spread_all(args: argparse.Namespace, want: set[str]) -> dict[str, Any]:
+    """Populate ``args.objects`` objects once, then ``args.repeat`` x (spread-read, spread-write).
+
+    One shared round-robin cursor: consecutive calls of a task go to different objects and no object
+    has two calls in flight. All in one runtime with default settings on one fresh data folder.
+    """
+    hooks = RecordingHooks()
+    n = args.objects
+    ids = [APP.id_from_name(BenchCounter, f"spread-{i}") for i in range(n)]
+    position = 0
+
+    def next_id() -> ObjectId:
+        nonlocal position
+        object_id = ids[position % n]
+        position += 1
+        return object_id
+
+    def window(result: dict[str, Any]) -> dict[str, Any]:
+        result.pop("sync_seconds")
+        result["activations"] = len(hooks.activation_seconds)
+        result["evictions"] = dict(hooks.evictions)
+        hooks.activation_seconds.clear()
+        hooks.evictions.clear()
+        return result
+
+    out: dict[str, Any] = {"objects": n, "repeats": []}
+    with fresh_dir() as data_dir:
+        opened = time.perf_counter()
+        async with open_runtime(APP, data_dir, hooks=hooks) as runtime:
+            remaining = iter(ids)
+            populate_errors: dict[str, int] = {}
+
+            async def writer() -> None:
+                for object_id in remaining:
+                    try:
+                        await runtime.call(object_id, "increment")
+                    except ActorError as exc:
+                        populate_errors[exc.type] = populate_errors.get(exc.type, 0) + 1
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(args.callers):
+                    nursery.start_soon(writer)
+            populated = time.perf_counter() - opened
+            out["populate"] = {
+                "seconds": populated,
+                "calls_per_second": n / populated,
+                "errors": populate_errors,
+            }
+            progress(f"spread: populated {n} objects in {populated:.1f} s ({n / populated:,.0f}/s)")
+            for i in range(args.repeat):
+                repeat: dict[str, Any] = {}
+                # Warmup: at least one full pass, so every object is live when measuring.
+                read = await drive(
+                    runtime, hooks, next_id, "read", callers=args.callers,
+                    warmup=args.warmup, duration=args.duration, min_warmup_calls=n,
+                )  # fmt: skip
+                repeat["spread-read"] = window(read)
+                if "spread-write" in want:
+                    write = await drive(
+                        runtime, hooks, next_id, "increment", callers=args.callers,
+                        warmup=args.warmup, duration=args.duration,
+                    )  # fmt: skip
+                    repeat["spread-write"] = window(write)
+                out["repeats"].append(repeat)
+                parts = [f"{k} {v['calls_per_second']:,.0f} calls/s" for k, v in repeat.items()]
+                progress(f"spread {i + 1}/{args.repeat}: {', '.join(parts)}")
+            closing = time.perf_counter()
+        out["close_seconds"] = time.perf_counter() - closing
+    out["internal_errors"] = hooks.errors
     return out
 
 
@@ -361,19 +460,35 @@ async def cold_once(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class Rows:
-    """Scenario rows: name -> per-repeat values, with a unit."""
+    """Scenario rows: name -> per-repeat values, with a unit and notes (failed calls and the like)."""
 
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
         self.units: dict[str, str] = {}
+        self.notes: dict[str, list[str]] = {}
 
     def add(self, name: str, value: float, unit: str) -> None:
         self.values.setdefault(name, []).append(value)
         self.units[name] = unit
 
+    def note(self, name: str, message: str) -> None:
+        notes = self.notes.setdefault(name, [])
+        if message not in notes:
+            notes.append(message)
+
+    def note_errors(self, name: str, errors: dict[str, int], what: str = "calls failed") -> None:
+        if errors:
+            listed = ", ".join(f"{count} {kind}" for kind, count in sorted(errors.items()))
+            self.note(name, f"{what}: {listed}")
+
     def table(self) -> list[dict[str, Any]]:
         return [
-            {"scenario": name, **summary(values), "unit": self.units[name]}
+            {
+                "scenario": name,
+                **summary(values),
+                "unit": self.units[name],
+                "notes": self.notes.get(name, []),
+            }
             for name, values in self.values.items()
         ]
 
@@ -387,15 +502,22 @@ def format_number(value: float) -> str:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
     return f"{value:.3f}"
 
 
 def render_table(table: list[dict[str, Any]]) -> str:
     header = ("scenario", "median", "min", "max", "unit")
-    lines = [
-        (row["scenario"], *(format_number(row[k]) for k in ("median", "min", "max")), row["unit"])
-        for row in table
-    ]
+    lines = []
+    footnotes = []
+    for row in table:
+        name = row["scenario"]
+        if row["notes"]:
+            footnotes.append(f"[{len(footnotes) + 1}] {name}: {'; '.join(row['notes'])}")
+            name = f"{name} [{len(footnotes)}]"
+        numbers = (format_number(row[k]) for k in ("median", "min", "max"))
+        lines.append((name, *numbers, row["unit"]))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
 
     def fmt(cells: Sequence[str]) -> str:
@@ -405,6 +527,9 @@ def render_table(table: list[dict[str, Any]]) -> str:
 
     out = [fmt(header), "  ".join("-" * w for w in widths)]
     out.extend(fmt(line) for line in lines)
+    if footnotes:
+        out.append("")
+        out.extend(footnotes)
     return "\n".join(out)
 
 
@@ -426,6 +551,7 @@ def filesystem_of(path: str) -> str:
 
 
 def git_revision() -> str:
+    """HEAD and whether actors/ differs from it (read-only git commands, no index refresh)."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         head = subprocess.run(
@@ -442,7 +568,7 @@ def git_revision() -> str:
 
 
 def fsync_probe_ms(root: str, samples: int = 50) -> float:
-    """Median milliseconds of a 4 KiB write + fsync in a fresh file under ``root`` (disk context)."""
+    """Median ms of a 4 KiB write + fsync in a fresh file under ``root`` (the disk's speed)."""
     times = []
     with tempfile.TemporaryDirectory(prefix="bench-fsync-", dir=root) as folder:
         fd = os.open(os.path.join(folder, "probe"), os.O_WRONLY | os.O_CREAT, 0o600)
@@ -481,7 +607,7 @@ def machine_facts() -> dict[str, Any]:
         "sqlite": apsw.sqlitelibversion(),
         "data_dir_root": TMP_ROOT,
         "data_dir_filesystem": filesystem_of(TMP_ROOT),
-        "fsync_4k_median_ms": round(fsync_probe_ms(TMP_ROOT), 3),
+        "fsync_4k_median_ms_before": round(fsync_probe_ms(TMP_ROOT), 3),
         "git": git_revision(),
     }
 
@@ -496,8 +622,7 @@ def command_line() -> str:
 
 def settings_facts() -> dict[str, Any]:
     return {
-        k: (v.value if isinstance(v, Durability) else v)
-        for k, v in dataclasses.asdict(Settings()).items()
+        k: (v.value if isinstance(v, Durability) else v) for k, v in dataclasses.asdict(Settings()).items()
     }
 
 
@@ -511,21 +636,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5, help="warmup seconds (default 0.5)")
     parser.add_argument("--json", type=Path, help="write every raw number to this file")
     parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(SCENARIOS)}")
-    parser.add_argument("--callers", type=int, default=CALLERS, help="concurrent tasks (64)")
     parser.add_argument(
-        "--objects", type=int, default=SPREAD_OBJECTS, help="spread objects (10000)"
+        "--verbose", action="store_true", help="show the runtime's log (internal error tracebacks)"
     )
+    parser.add_argument("--callers", type=int, default=CALLERS, help="concurrent tasks (64)")
+    parser.add_argument("--objects", type=int, default=SPREAD_OBJECTS, help="spread objects (10000)")
     parser.add_argument(
-        "--cold-objects", type=int, default=COLD_OBJECTS, help="objects per cold repeat (1000)"
+        "--cold-objects", type=int, default=COLD_OBJECTS, help="objects per cold repeat (200)"
     )
     args = parser.parse_args(argv)
     if args.only:
         names = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = names - set(SCENARIOS)
         if unknown:
-            parser.error(
-                f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}"
-            )
+            parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
         args.selected = names
     else:
         args.selected = set(SCENARIOS)
@@ -538,92 +662,139 @@ def progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    rows = Rows()
-    raw: dict[str, Any] = {}
+async def run_hot(args: argparse.Namespace, rows: Rows, raw: dict[str, Any]) -> None:
     selected = args.selected
-    durabilities = (Durability.FSYNC, Durability.POWER_LOSS_UNSAFE)
-
     if selected & {"hot-write", "commit"}:
-        for durability in durabilities:
-            label = durability_label(durability)
+        for durability in DURABILITIES:
+            label = durability.value
             runs = raw.setdefault(f"hot-write[{label}]", [])
             for i in range(args.repeat):
                 result = await hot_once(durability, "increment", args)
                 runs.append(result)
                 progress(
-                    f"hot-write[{label}] {i + 1}/{args.repeat}: "
-                    f"{result['calls_per_second']:,.0f} calls/s"
+                    f"hot-write[{label}] {i + 1}/{args.repeat}: {result['calls_per_second']:,.0f} calls/s"
                 )
-            if "hot-write" in selected:
-                for result in runs:
-                    rows.add(f"hot-write [{label}]", result["calls_per_second"], "calls/s")
-        for durability in durabilities:
-            label = durability_label(durability)
+            for result in runs:
+                name = f"hot-write [{label}]"
+                if "hot-write" in selected:
+                    rows.add(name, result["calls_per_second"], "calls/s")
+                    rows.note_errors(name, result["errors_by_type_whole_run"])
+        for durability in DURABILITIES:
+            label = durability.value
             for result in raw[f"hot-write[{label}]"]:
-                commits, calls = result["commits"], result["call_latency"]
+                commits, calls, fsyncs = result["commits"], result["call_latency"], result["fsyncs"]
                 rows.add(f"commit latency median [{label}]", commits["latency"]["median_ms"], "ms")
                 rows.add(f"commit latency p99 [{label}]", commits["latency"]["p99_ms"], "ms")
                 rows.add(f"turns per batch mean [{label}]", commits["turns_mean"], "turns")
                 rows.add(f"turns per batch median [{label}]", commits["turns_median"], "turns")
+                if fsyncs["n"]:
+                    name = f"WAL fsync median (instrumented) [{label}]"
+                    rows.add(name, fsyncs["latency"]["median_ms"], "ms")
+                    name = f"WAL fsync p99 (instrumented) [{label}]"
+                    rows.add(name, fsyncs["latency"]["p99_ms"], "ms")
+                    name = f"turns per fsync mean (instrumented) [{label}]"
+                    rows.add(name, fsyncs["turns_per_fsync"], "turns")
                 rows.add(f"hot-write call latency median [{label}]", calls["median_ms"], "ms")
                 rows.add(f"hot-write call latency p99 [{label}]", calls["p99_ms"], "ms")
 
     if "hot-read" in selected:
-        for durability in durabilities:
-            label = durability_label(durability)
+        for durability in DURABILITIES:
+            label = durability.value
             runs = raw.setdefault(f"hot-read[{label}]", [])
             for i in range(args.repeat):
                 result = await hot_once(durability, "read", args)
-                del result["commits"]  # a read-only turn never commits
                 runs.append(result)
-                rows.add(f"hot-read [{label}]", result["calls_per_second"], "calls/s")
+                name = f"hot-read [{label}]"
+                rows.add(name, result["calls_per_second"], "calls/s")
+                rows.note_errors(name, result["errors_by_type_whole_run"])
                 progress(
-                    f"hot-read[{label}] {i + 1}/{args.repeat}: "
-                    f"{result['calls_per_second']:,.0f} calls/s"
+                    f"hot-read[{label}] {i + 1}/{args.repeat}: {result['calls_per_second']:,.0f} calls/s"
                 )
 
-    spread_wanted = selected & {"spread-write", "spread-read"}
-    if spread_wanted:
-        runs = raw.setdefault("spread[fsync]", [])
-        for i in range(args.repeat):
-            result = await spread_once(args, spread_wanted)
-            runs.append(result)
-            parts = []
-            for name in ("spread-write", "spread-read"):
-                if name in result:
-                    rows.add(f"{name} [fsync]", result[name]["calls_per_second"], "calls/s")
-                    parts.append(f"{name} {result[name]['calls_per_second']:,.0f} calls/s")
-            progress(f"spread {i + 1}/{args.repeat}: {', '.join(parts)}")
-        if "spread-write" in spread_wanted:
-            for result in runs:
-                rows.add(
-                    "spread first write pass (creates files)",
-                    result["spread-write"]["warmup_calls_per_second"],
-                    "calls/s",
-                )
 
+async def run_cold(args: argparse.Namespace, rows: Rows, raw: dict[str, Any]) -> None:
+    runs = raw.setdefault("cold", [])
+    names = {
+        "cold_file": "cold activation, file exists",
+        "cold_no_file": "cold activation, no file",
+        "warm": "warm read call (live object)",
+    }
+    for i in range(args.repeat):
+        result = await cold_once(args, i)
+        runs.append(result)
+        for kind, name in names.items():
+            rows.add(name, result[kind]["median_ms"], "ms")
+            rows.note_errors(name, result[kind]["errors"])
+        progress(
+            f"cold {i + 1}/{args.repeat}: "
+            + ", ".join(f"{kind} {result[kind]['median_ms']:.3f} ms" for kind in names)
+        )
+    for result in runs:
+        rows.add("cold activation, file exists p99", result["cold_file"]["p99_ms"], "ms")
+        rows.add(
+            "cold activation hook, file exists",
+            result["cold_file"]["activation_hook"]["median_ms"],
+            "ms",
+        )
+
+
+async def run_spread(args: argparse.Namespace, rows: Rows, raw: dict[str, Any]) -> None:
+    want = args.selected & {"spread-write", "spread-read"}
+    result = await spread_all(args, want)
+    raw["spread"] = result
+    populate = result["populate"]
+    rows.add("spread populate pass (creates files)", populate["calls_per_second"], "calls/s")
+    rows.note_errors("spread populate pass (creates files)", populate["errors"])
+    for repeat in result["repeats"]:
+        for kind in ("spread-read", "spread-write"):
+            if kind not in want:
+                continue
+            window = repeat[kind]
+            name = f"{kind} [fsync]"
+            rows.add(name, window["calls_per_second"], "calls/s")
+            rows.note_errors(name, window["errors_by_type_whole_run"])
+            if window["activations"]:
+                rows.note(name, "objects were (re)activated in the measured window (see --json)")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = Rows()
+    raw: dict[str, Any] = {}
+    selected = args.selected
+    if selected & {"hot-write", "commit", "hot-read"}:
+        await run_hot(args, rows, raw)
     if "cold" in selected:
-        runs = raw.setdefault("cold", [])
-        for i in range(args.repeat):
-            result = await cold_once(args)
-            runs.append(result)
-            rows.add("cold activation, file exists", result["cold_file"]["median_ms"], "ms")
-            rows.add("cold activation, no file", result["cold_no_file"]["median_ms"], "ms")
-            rows.add("warm call (live object)", result["warm"]["median_ms"], "ms")
-            progress(
-                f"cold {i + 1}/{args.repeat}: file {result['cold_file']['median_ms']:.3f} ms, "
-                f"no file {result['cold_no_file']['median_ms']:.3f} ms, "
-                f"warm {result['warm']['median_ms']:.3f} ms"
-            )
-        for result in runs:
-            rows.add("cold activation, file exists p99", result["cold_file"]["p99_ms"], "ms")
-
+        await run_cold(args, rows, raw)
+    if selected & {"spread-write", "spread-read"}:
+        await run_spread(args, rows, raw)
     return {"table": rows.table(), "raw": raw}
+
+
+def without_nan(value: Any) -> Any:
+    """``value`` with every NaN replaced by None (strict JSON)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nan(v) for v in value]
+    return value
+
+
+def internal_errors(raw: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in raw.values():
+        for result in value if isinstance(value, list) else [value]:
+            found.extend(result.get("internal_errors", []))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.verbose:
+        # Internal errors still reach RecordingHooks and are counted; only the tracebacks go.
+        logging.getLogger("actors").setLevel(logging.CRITICAL)
+    SYNC_TIMER.install()
     facts = machine_facts()
     command = command_line()
     print(f"command: {command}")
@@ -633,24 +804,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"load: {args.callers} concurrent trio tasks; repeats {args.repeat}; "
         f"warmup {args.warmup} s; measured {args.duration} s; "
-        f"spread objects {args.objects}; cold objects {args.cold_objects}"
+        f"spread objects {args.objects}; cold objects {args.cold_objects}; "
+        f"fsync instrumented: {SYNC_TIMER.installed}"
     )
     print("", flush=True)
     started = time.perf_counter()
     results = trio.run(run, args)
     total = time.perf_counter() - started
+    facts["fsync_4k_median_ms_after"] = round(fsync_probe_ms(TMP_ROOT), 3)
     print()
     print(render_table(results["table"]))
     print()
+    print(f"fsync probe (4 KiB write + fsync, median): {facts['fsync_4k_median_ms_before']} ms "
+          f"before, {facts['fsync_4k_median_ms_after']} ms after")  # fmt: skip
     print(f"total wall time: {total:.1f} s")
-    errors = [
-        error
-        for runs in results["raw"].values()
-        for result in runs
-        for error in result.get("errors", [])
-    ]
+    errors = internal_errors(results["raw"])
     if errors:
-        print(f"INTERNAL ERRORS reported through Hooks: {len(errors)}; first: {errors[0]}")
+        print(f"internal errors reported through Hooks: {len(errors)}; first: {errors[0]}")
     if args.json:
         document = {
             "command": command,
@@ -664,14 +834,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "spread_objects": args.objects,
                 "cold_objects": args.cold_objects,
                 "selected": sorted(args.selected),
+                "fsync_instrumented": SYNC_TIMER.installed,
             },
             "total_seconds": total,
             "table": results["table"],
             "raw": results["raw"],
         }
-        args.json.write_text(json.dumps(document, indent=1, allow_nan=True) + "\n")
+        args.json.write_text(json.dumps(without_nan(document), indent=1) + "\n")
         print(f"raw numbers written to {args.json}")
-    return 1 if errors else 0
+    return 0
 
 
 if __name__ == "__main__":
