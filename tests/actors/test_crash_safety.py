@@ -84,9 +84,7 @@ async def run_and_kill(data_dir: Path, seed: int, delay: float) -> Run:
     """Start a worker on ``data_dir``, SIGKILL it ``delay`` s after READY, return all it printed."""
     run, ready = Run(), trio.Event()
     command = [sys.executable, str(WORKER), str(data_dir), str(seed)]
-    process = await trio.lowlevel.open_process(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     assert process.stderr is not None
     try:
@@ -132,9 +130,7 @@ def check_acks(run: Run, acked: dict[str, set[int]], floor: dict[str, int], wher
         floor[name] = max(floor[name], *values)
 
 
-def check_objects(
-    states: dict[str, list[int]], listed: set[str], floor: dict[str, int], where: str
-) -> None:
+def check_objects(states: dict[str, list[int]], listed: set[str], floor: dict[str, int], where: str) -> None:
     """Every object holds at least ``floor`` and agrees with itself; then raise ``floor`` to it."""
     for name, (count, shadow, rows, top) in states.items():
         assert count >= floor[name], (

@@ -1,0 +1,129 @@
+"""The node: serves an App's objects over HTTP with hypercorn on trio.
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(server.serve, Config(port=0, data_dir=tmp_path))
+
+Guarantees (of :func:`serve`)
+- ``task_status.started(urls)`` is called only once the sockets are bound and the runtime is open,
+  with the real bound URLs (``port=0`` binds a free port; the URL says which).
+- Graceful shutdown when ``shutdown_trigger`` returns (the CLI passes SIGTERM/SIGINT): ``/readyz``
+  turns 503 at once, hypercorn stops accepting connections and closes idle keep-alive ones, requests
+  in flight get their replies (each call is bounded by ``call_timeout``), then the runtime drains
+  (queued turns finish and commit, every file is closed). ``serve`` returns normally after all of
+  that.
+- Cancelling ``serve`` stops serving at once but still drains the runtime: nothing committed is
+  lost, and no reply is sent for a turn that did not commit.
+
+Layering: ``server`` imports ``actors`` (public names only) and never the other way round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors import App, DurableObject, open_runtime
+
+from .asgi import Node
+from .config import Config
+from .metrics import Metrics
+from .rooms import rooms_app
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
+__all__ = ["Config", "Node", "load_app", "serve"]
+
+log = logging.getLogger("server")
+
+#: seconds hypercorn waits for in-flight requests after the call deadline has passed (reply writing)
+_GRACE_AFTER_CALL_TIMEOUT = 1.0
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``config``'s App (beside the built-in rooms) until ``shutdown_trigger`` returns.
+
+    Raises ValueError/ImportError if ``config.app`` cannot be loaded or clashes with a room, and
+    OSError if the address cannot be bound; the runtime is closed again in every case.
+    """
+    rooms = rooms_app(ratelimit_limit=config.ratelimit_limit, ratelimit_period=config.ratelimit_period)
+    app = load_app(config.app, rooms=rooms)
+    metrics = Metrics(app)
+    async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
+        node = Node(runtime, config, metrics)
+
+        async def trigger() -> None:
+            if shutdown_trigger is None:
+                await trio.sleep_forever()
+            else:
+                await shutdown_trigger()
+            node.draining = True
+            log.info("shutting down: draining", extra={"event": "draining"})
+
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    cast("ASGIFramework", node),  # Node takes plain dicts, not hypercorn's TypedDicts
+                    _hypercorn_config(config),
+                    shutdown_trigger=trigger,
+                )
+            )
+            log.info(
+                "listening",
+                extra={"event": "listening", "urls": urls, "data_dir": str(config.data_dir)},
+            )
+            task_status.started(urls)
+        node.draining = True
+        log.info("stopped accepting; closing the runtime", extra={"event": "closing"})
+    log.info("stopped", extra={"event": "stopped"})
+
+
+def load_app(spec: str | None, *, rooms: App | None = None) -> App:
+    """``rooms`` (default: the built-in rooms) merged with the user's App ``"module:attr"``.
+
+    ``attr`` may be an App, a DurableObject subclass or an iterable of them. Raises ImportError or
+    AttributeError if it cannot be found, TypeError if it is none of those, ValueError if one of its
+    class names clashes with a room.
+    """
+    rooms = rooms_app() if rooms is None else rooms
+    if spec is None:
+        return rooms
+    module_name, _, attr = spec.partition(":")
+    found: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        found = getattr(found, part)
+    if isinstance(found, App):
+        user = found
+    elif isinstance(found, type) and issubclass(found, DurableObject):
+        user = App([found])
+    elif isinstance(found, Iterable):
+        user = App(found)
+    else:
+        raise TypeError(f"{spec} is {found!r}, not an App or DurableObject classes")
+    try:
+        return rooms.merged(user)
+    except ValueError as exc:
+        raise ValueError(f"{spec}: {exc} (the built-in rooms use that name)") from None
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    hypercorn = HypercornConfig()
+    hypercorn.bind = [config.bind]
+    hypercorn.accesslog = None  # one line per request is too much at load; DEBUG level logs them
+    hypercorn.errorlog = logging.getLogger("hypercorn.error")
+    hypercorn.graceful_timeout = config.call_timeout + _GRACE_AFTER_CALL_TIMEOUT
+    hypercorn.include_server_header = False
+    return hypercorn

@@ -1,0 +1,189 @@
+"""The node's one ASGI callable: :class:`Node` turns HTTP requests into runtime calls.
+
+Guarantees
+- Every HTTP request gets exactly one reply, with ``Content-Length``, unless the client disconnected
+  first; failures become the JSON/CBOR error body of ``errors.py``.
+- Order of checks, cheapest and least revealing first: path decoding (400), bearer token (401, so an
+  unauthenticated client cannot probe which routes exist), route (404/405), declared body size (413,
+  decided from ``Content-Length`` before a byte of the body is read), then the body as it streams
+  (413 as soon as the running total passes ``max_body_bytes``; the rest is never buffered).
+- Readiness: ``ready`` turns false as soon as shutdown begins (before hypercorn stops accepting and
+  the runtime drains), so a load balancer stops sending new work while in-flight calls finish.
+
+WebSocket connections are refused (closed before accept, which hypercorn answers with 403) until
+``server/websocket.py`` exists.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+import trio
+
+from actors.errors import InvalidArgument
+
+from . import codec, http
+from .errors import Unauthorized, body_too_large, error_reply
+
+if TYPE_CHECKING:
+    from actors import Runtime
+
+    from .config import Config
+    from .metrics import Metrics
+
+__all__ = ["Node"]
+
+log = logging.getLogger("server")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+class _Disconnected(Exception):
+    """The client went away while its body was being read; there is no one to reply to."""
+
+
+class Node:
+    """The ASGI application of one node (hypercorn calls it once per connection event)."""
+
+    def __init__(self, runtime: Runtime, config: Config, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.metrics = metrics
+        #: set when shutdown begins; /readyz answers 503 from then on
+        self.draining = False
+        token = config.auth_token
+        self._authorization = None if token is None else b"Bearer " + token.encode()
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and not self.runtime.closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    #### HTTP
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = accept = authorization = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"accept":
+                accept = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+        cbor = content_type is not None and content_type.startswith(codec.CBOR)
+        reply_cbor = cbor or (accept is not None and codec.CBOR in accept)
+        route_name = "<none>"
+        started = trio.current_time()
+        try:
+            segments = _segments(scope.get("raw_path") or scope["path"].encode())
+            if self._authorization is not None and segments not in http.UNAUTHENTICATED:
+                self._check_token(authorization)
+            route, params = http.match(scope["method"], segments)
+            route_name = route.name
+            body = b""
+            if route.reads_body:
+                body = await self._read_body(receive, content_length)
+            request = http.Request(scope["method"], params, scope["query_string"], body, cbor, reply_cbor)
+            reply = await route.handler(self, request)
+        except _Disconnected:
+            return
+        except Exception as exc:
+            reply = self._error_reply(exc, reply_cbor)
+        headers = [
+            (b"content-type", reply.content_type),
+            (b"content-length", str(len(reply.body)).encode()),
+            *reply.headers,
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        self.metrics.request_finished(route_name, reply.status)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request",
+                extra={
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": reply.status,
+                    "ms": round((trio.current_time() - started) * 1000, 3),
+                },
+            )
+
+    def _check_token(self, authorization: bytes | None) -> None:
+        expected = self._authorization
+        assert expected is not None
+        if authorization is None or not hmac.compare_digest(authorization, expected):
+            raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
+        limit = self.config.max_body_bytes
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                raise InvalidArgument("Content-Length is not a number") from None
+            if declared > limit:
+                raise body_too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise body_too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _error_reply(self, exc: Exception, reply_cbor: bool) -> http.Reply:
+        status, body, headers = error_reply(
+            exc, debug=self.config.debug, report_internal=self.metrics.internal_error
+        )
+        try:
+            data = codec.encode(body, cbor=reply_cbor)
+        except Exception:  # an error body is plain strings and numbers; this is a last resort
+            data = b'{"error":{"type":"InternalError","message":"internal error"}}'
+            reply_cbor = False
+        return http.Reply(status, data, codec.CBOR if reply_cbor else codec.JSON, headers)
+
+
+def _segments(raw_path: bytes) -> tuple[str, ...]:
+    """The path's segments, each percent-decoded as UTF-8 (``%2F`` stays inside its segment)."""
+    if not raw_path.startswith(b"/"):
+        return (raw_path.decode("latin-1"),)  # "*" or an absolute URI: matches no route
+    try:
+        return tuple(
+            (unquote_to_bytes(part) if b"%" in part else part).decode("utf-8")
+            for part in raw_path[1:].split(b"/")
+        )
+    except UnicodeDecodeError:
+        raise InvalidArgument("the path is not valid percent-encoded UTF-8") from None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Acknowledge startup and shutdown: the runtime is opened and closed by ``serve`` around us."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

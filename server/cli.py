@@ -1,0 +1,203 @@
+"""``actors serve``: run one node from the command line.
+
+Every :class:`Config` field has a flag and an ``ACTORS_<FIELD>`` environment variable; a flag wins
+over the variable, the variable over the default. ``actors serve`` with neither serves the built-in
+rooms on http://127.0.0.1:8080 with ``./data``.
+
+Guarantees
+- Bad flags or variables exit with status 2 and a message naming them, before anything is bound.
+- Once serving, the bound URL is printed to stdout as one line ``actors: listening on <url>``
+  (flushed), so a parent process can start the node on port 0 and read the port back.
+- SIGTERM or SIGINT shuts down gracefully (see :func:`server.serve`) and exits 0. A second signal
+  during the drain is ignored: killing the process (SIGKILL) is always safe for committed data.
+- Failures to start (port in use, an ``--app`` that does not load) are logged and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+import trio
+
+from actors import Durability
+
+from . import serve
+from .config import LOG_FORMATS, LOG_LEVELS, Config
+from .logs import configure_logging
+
+__all__ = ["config_from_args", "main"]
+
+log = logging.getLogger("server")
+
+_DEFAULTS = Config()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _durability(text: str) -> Durability:
+    return Durability(text)
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    field: str  # the Config field; the flag is --field-with-dashes, the variable ACTORS_FIELD
+    parse: Callable[[str], Any]
+    help: str
+    choices: Sequence[str] | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "ACTORS_" + self.field.upper()
+
+
+_OPTIONS = (
+    _Option("host", str, "interface to bind"),
+    _Option("port", int, "TCP port; 0 picks a free one (the URL is printed)"),
+    _Option("data_dir", Path, "folder for the catalog and the objects' SQLite files"),
+    _Option(
+        "app",
+        _optional_str,
+        "your App as module:attr, served beside the built-in rooms",
+        metavar="MODULE:ATTR",
+    ),
+    _Option(
+        "durability",
+        _durability,
+        "fsync: survive power loss; power-loss-unsafe: no fsync",
+        choices=[d.value for d in Durability],
+    ),
+    _Option("idle_timeout", float, "seconds an idle object stays in memory"),
+    _Option("max_live_objects", int, "objects in memory at once"),
+    _Option("max_queue_depth", int, "calls queued per object before 503 Overloaded"),
+    _Option("call_timeout", float, "seconds a call may take, queueing included, before 504"),
+    _Option("max_body_bytes", int, "largest request body before 413"),
+    _Option("ratelimit_limit", int, "burst of each /ratelimit/{key} token bucket"),
+    _Option("ratelimit_period", float, "seconds to refill a whole /ratelimit/{key} bucket"),
+    _Option(
+        "auth_token",
+        _optional_str,
+        "require Authorization: Bearer TOKEN (prefer the variable: flags show in ps)",
+        metavar="TOKEN",
+    ),
+    _Option("log_level", str, "log level", choices=LOG_LEVELS),
+    _Option("log_format", str, "one line per event as key=value text or JSON", choices=LOG_FORMATS),
+    _Option("debug", _bool, "send user tracebacks in error replies (never on a public node)"),
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actors", description="Durable Objects-style actor server.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run one node",
+        description="Run one node. Every flag can also be set with the variable shown.",
+    )
+    for option in _OPTIONS:
+        default = getattr(_DEFAULTS, option.field)
+        shown = default.value if isinstance(default, Durability) else default
+        help_text = f"{option.help} (env {option.env}; default {shown})"
+        if option.parse is _bool:
+            serve_parser.add_argument(
+                option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            serve_parser.add_argument(
+                option.flag,
+                type=option.parse,
+                default=None,
+                choices=option.choices,
+                metavar=option.metavar or (None if option.choices else option.field.upper()),
+                help=help_text,
+            )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """The Config for parsed ``serve`` flags and an environment: flag, else variable, else default.
+
+    Raises ValueError naming the variable or field that is wrong.
+    """
+    values: dict[str, Any] = {}
+    for option in _OPTIONS:
+        value = getattr(args, option.field)
+        if value is None and option.env in environ:
+            raw = environ[option.env]
+            if option.choices is not None and raw not in option.choices:
+                raise ValueError(f"{option.env} must be one of {', '.join(option.choices)}, not {raw!r}")
+            try:
+                value = option.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{option.env}={raw!r}: {exc}") from None
+            if value is None:
+                continue
+        if value is not None:
+            values[option.field] = value
+    assert set(values) <= {f.name for f in fields(Config)}
+    return Config(**values)
+
+
+async def _serve_until_signalled(config: Config) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+        async def first_signal() -> None:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                log.info("signal received", extra={"event": "signal", "signal": name})
+                return
+
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve, config, shutdown_trigger=first_signal))
+            for url in urls:
+                print(f"actors: listening on {url}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``actors`` console script; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2
+    configure_logging(config.log_level, config.log_format)
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
+    try:
+        trio.run(_serve_until_signalled, config)
+    except Exception as exc:  # startup failures (port in use, bad --app) and bugs: log, exit 1
+        log.exception("could not serve", extra={"event": "failed", "error": repr(exc)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Request and reply bodies: JSON or CBOR, chosen by the request, and the listing cursor.
+
+Guarantees
+- A body the node cannot parse, or of the wrong shape, is refused with InvalidArgument (400) that
+  says what is wrong; it never reaches an object.
+- A reply is written in the request's format: CBOR when the request's ``Content-Type`` or ``Accept``
+  is ``application/cbor``, JSON otherwise. A value JSON cannot carry (bytes, NaN, infinity) raises
+  NotAcceptable (406) instead of being written as invalid JSON or silently converted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import cbor2
+
+from actors.errors import InvalidArgument
+
+from .errors import NotAcceptable
+
+__all__ = [
+    "CBOR",
+    "JSON",
+    "decode_body",
+    "decode_call",
+    "decode_cursor",
+    "encode",
+    "encode_cursor",
+]
+
+JSON = b"application/json"
+CBOR = b"application/cbor"
+
+_dumps_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def decode_body(body: bytes, *, cbor: bool) -> Any:
+    """The value in ``body`` (None for an empty body); InvalidArgument if it does not parse."""
+    if not body:
+        return None
+    if cbor:
+        try:
+            return cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
+            raise InvalidArgument(f"malformed CBOR body: {exc}") from None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"malformed JSON body: {exc}") from None
+
+
+def decode_call(body: bytes, *, cbor: bool) -> tuple[list[Any], dict[str, Any]]:
+    """``args`` and ``kwargs`` of a generic call body ``{"args": [...], "kwargs": {...}}``.
+
+    An empty body means no arguments; either key may be left out. Raises InvalidArgument unless the
+    body is a map with only those keys, ``args`` a list and ``kwargs`` a map with str keys.
+    """
+    value = decode_body(body, cbor=cbor)
+    if value is None:
+        return [], {}
+    if type(value) is not dict:
+        raise InvalidArgument('the body must be a map {"args": [...], "kwargs": {...}}')
+    unknown = sorted(str(key) for key in value if key not in ("args", "kwargs"))
+    if unknown:
+        raise InvalidArgument(f"unknown keys in the body: {', '.join(unknown)} (allowed: args, kwargs)")
+    args = value.get("args", [])
+    kwargs = value.get("kwargs", {})
+    if type(args) is not list:
+        raise InvalidArgument(f'"args" must be a list, not {_kind(args)}')
+    if type(kwargs) is not dict:
+        raise InvalidArgument(f'"kwargs" must be a map, not {_kind(kwargs)}')
+    for key in kwargs:
+        if type(key) is not str:
+            raise InvalidArgument(f'"kwargs" keys must be strings, not {_kind(key)} {key!r}')
+    return args, kwargs
+
+
+def encode(value: Any, *, cbor: bool) -> bytes:
+    """``value`` as a reply body; NotAcceptable if JSON cannot carry it."""
+    if cbor:
+        return cbor2.dumps(value)
+    try:
+        return _dumps_json(value).encode()
+    except (TypeError, ValueError) as exc:
+        raise NotAcceptable(
+            f"the reply cannot be written as JSON ({exc}); send Accept: application/cbor"
+        ) from None
+
+
+def encode_cursor(key: tuple[str, str, str]) -> str:
+    """An opaque listing cursor for the catalog key ``(class, name, id)``."""
+    return base64.urlsafe_b64encode(_dumps_json(list(key)).encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    """The catalog key a cursor stands for.
+
+    Raises InvalidArgument if ``cursor`` was not made by :func:`encode_cursor`.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("cursor is not one this node returned") from None
+    if type(key) is not list or len(key) != 3 or not all(type(part) is str for part in key):
+        raise InvalidArgument("cursor is not one this node returned")
+    return key[0], key[1], key[2]
+
+
+_KINDS: dict[type, str] = {dict: "a map", list: "a list", str: "a string"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)

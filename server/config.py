@@ -1,0 +1,98 @@
+"""The node's configuration: one frozen dataclass, every field named, documented and defaulted.
+
+Guarantees
+- A ``Config`` that exists is valid: ``__post_init__`` refuses out-of-range values with ValueError
+  naming the field, so a bad flag or environment variable stops the node before it binds a socket.
+- The runtime limits (``idle_timeout``, ``max_live_objects``, ``max_queue_depth``, ``call_timeout``,
+  ``durability``) default to :class:`actors.Settings`' own defaults; this file never restates them.
+
+``server/cli.py`` maps one flag and one ``ACTORS_*`` environment variable onto each field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actors import Durability, Settings
+
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "Config"]
+
+_RUNTIME_DEFAULTS = Settings()
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """How one node runs (see the field comments for what each one bounds)."""
+
+    #: interface to bind; loopback by default so a fresh node is never exposed by accident
+    host: str = "127.0.0.1"
+    #: TCP port; 0 binds a free port (the bound URL is reported by ``serve`` and printed by the CLI)
+    port: int = 8080
+    #: folder holding the catalog and one SQLite file per object
+    data_dir: Path = Path("data")
+    #: the user's App as ``"module:attr"`` (an App, a DurableObject subclass or a list of them); the
+    #: built-in rooms (Counter, RateLimiter) are always served beside it
+    app: str | None = None
+    #: when a commit counts as done, and so when a reply may leave
+    durability: Durability = _RUNTIME_DEFAULTS.durability
+    #: seconds an object with no work stays in memory
+    idle_timeout: float = _RUNTIME_DEFAULTS.idle_timeout
+    #: objects in memory at once
+    max_live_objects: int = _RUNTIME_DEFAULTS.max_live_objects
+    #: calls waiting for one object; past it a call gets 503 Overloaded at once
+    max_queue_depth: int = _RUNTIME_DEFAULTS.max_queue_depth
+    #: default deadline of a call, queueing included; past it 504 CallTimeout
+    call_timeout: float = _RUNTIME_DEFAULTS.call_timeout
+    #: largest request body; larger ones get 413, from Content-Length or while streaming
+    max_body_bytes: int = 1024 * 1024
+    #: tokens of each /ratelimit/{key} bucket (the burst it allows)
+    ratelimit_limit: int = 100
+    #: seconds in which a /ratelimit/{key} bucket refills ``ratelimit_limit`` tokens
+    ratelimit_period: float = 60.0
+    #: when set, every route but /healthz and /readyz needs ``Authorization: Bearer <token>``
+    auth_token: str | None = None
+    #: one of LOG_LEVELS
+    log_level: str = "info"
+    #: one of LOG_FORMATS: ``text`` (key=value) or ``json`` (one JSON object per line)
+    log_format: str = "text"
+    #: error replies of user code carry its traceback; never enable on a public node
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+        if not self.host:
+            raise ValueError("host must not be empty")
+        if self.app is not None and ":" not in self.app:
+            raise ValueError(f"app must look like 'module:attr', not {self.app!r}")
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        if self.ratelimit_limit < 1 or not self.ratelimit_period > 0:
+            raise ValueError("ratelimit_limit must be at least 1 and ratelimit_period positive")
+        if self.auth_token is not None and not self.auth_token:
+            raise ValueError("auth_token must not be empty (leave it unset to disable auth)")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
+
+    def settings(self) -> Settings:
+        """The runtime settings this node opens its runtime with (ValueError if out of range)."""
+        return Settings(
+            durability=self.durability,
+            idle_timeout=self.idle_timeout,
+            max_live_objects=self.max_live_objects,
+            max_queue_depth=self.max_queue_depth,
+            call_timeout=self.call_timeout,
+        )
+
+    @property
+    def bind(self) -> str:
+        """``host:port`` as hypercorn takes it (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"

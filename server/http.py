@@ -1,0 +1,265 @@
+"""HTTP routes: a table from (method, path pattern) to a handler, and the handlers.
+
+Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is the name ``a/b``)::
+
+    GET  /healthz                               200 {"status": "ok"}                 (no auth)
+    GET  /readyz                                200 {"status": "ready"} | 503 {"status": "draining"}
+    GET  /metrics                               Prometheus text
+    POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
+    GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null}
+    POST /counter/{name}/increment              optional {"by": n} -> 200 {"value": n}
+    GET  /counter/{name}                        200 {"value": n}
+    POST /ratelimit/{key}                       200 {"allowed": true, "remaining": n}
+                                                | 429 {"allowed": false, "retry_after_ms": m}
+
+Guarantees
+- A path that matches no pattern is 404 NotFound; a path that matches for another method is 405
+  MethodNotAllowed naming the methods it takes. Routing never depends on the runtime.
+- Handlers are sans-IO: they take a parsed :class:`Request` and return a :class:`Reply`; reading,
+  limits, auth and writing are the ASGI layer's (``asgi.py``). Errors propagate to ``errors.py``.
+- A 2xx reply from a call route means the call's turn committed (the runtime's output gate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs
+
+from actors.errors import InvalidArgument
+
+from . import codec
+from .errors import MethodNotAllowed, NotFound
+from .metrics import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from actors import Runtime
+
+    from .config import Config
+    from .metrics import Metrics
+
+__all__ = ["ROUTES", "Reply", "Request", "Route", "match"]
+
+#: most objects one listing page returns
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+
+
+class HandlerContext(Protocol):
+    """What handlers need from the node (``asgi.Node`` provides it)."""
+
+    runtime: Runtime
+    config: Config
+    metrics: Metrics
+
+    @property
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    params: tuple[str, ...]  # the decoded ``{x}`` segments of the route, in order
+    query: bytes  # raw query string
+    body: bytes  # the whole body (empty for routes that do not read it)
+    cbor: bool  # the request body is CBOR (Content-Type: application/cbor)
+    reply_cbor: bool  # the reply must be CBOR (the request is CBOR, or Accept asks for it)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: bytes = codec.JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[HandlerContext, Request], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: tuple[str, ...]  # literal segments, and "{name}" for a parameter
+    handler: Handler
+    reads_body: bool = False
+    needs_auth: bool = True
+
+    @property
+    def name(self) -> str:
+        """The pattern as a path: a bounded metrics label."""
+        return "/" + "/".join(self.pattern)
+
+
+def match(method: str, segments: tuple[str, ...]) -> tuple[Route, tuple[str, ...]]:
+    """The route for ``method`` and the path ``segments``, with its parameters.
+
+    Raises NotFound if no pattern matches, MethodNotAllowed if one matches for other methods only.
+    """
+    allowed: list[str] = []
+    for route in _BY_LENGTH.get(len(segments), ()):
+        params = _match_pattern(route.pattern, segments)
+        if params is None:
+            continue
+        if route.method == method:
+            return route, params
+        allowed.append(route.method)
+    if allowed:
+        raise MethodNotAllowed(
+            f"{method} is not allowed here; use {', '.join(allowed)}", allow=tuple(allowed)
+        )
+    raise NotFound("no such route: " + "/" + "/".join(segments))
+
+
+def _match_pattern(pattern: tuple[str, ...], segments: tuple[str, ...]) -> tuple[str, ...] | None:
+    params = []
+    for want, got in zip(pattern, segments, strict=True):
+        if want[0] == "{":
+            params.append(got)
+        elif want != got:
+            return None
+    return tuple(params)
+
+
+def _json(node: HandlerContext, request: Request, value: Any, status: int = 200) -> Reply:
+    cbor = request.reply_cbor
+    return Reply(status, codec.encode(value, cbor=cbor), codec.CBOR if cbor else codec.JSON)
+
+
+#### Operations
+
+
+async def healthz(node: HandlerContext, request: Request) -> Reply:
+    return _json(node, request, {"status": "ok"})
+
+
+async def readyz(node: HandlerContext, request: Request) -> Reply:
+    if node.ready:
+        return _json(node, request, {"status": "ready"})
+    return _json(node, request, {"status": "draining"}, 503)
+
+
+async def metrics(node: HandlerContext, request: Request) -> Reply:
+    text = node.metrics.render(node.runtime.statistics())
+    return Reply(200, text, CONTENT_TYPE_LATEST.encode())
+
+
+#### Generic API
+
+
+async def call_object(node: HandlerContext, request: Request) -> Reply:
+    cls, name, method = request.params
+    args, kwargs = codec.decode_call(request.body, cbor=request.cbor)
+    runtime = node.runtime
+    result = await runtime.call(runtime.app.id_from_name(cls, name), method, args, kwargs)
+    return _json(node, request, {"result": result})
+
+
+async def list_objects(node: HandlerContext, request: Request) -> Reply:
+    query = _parse_query(request.query)
+    limit = _parse_limit(query.get("limit"))
+    cursor = query.get("cursor")
+    after = codec.decode_cursor(cursor) if cursor else None
+    entries = node.runtime.list_objects(
+        cls=query.get("class") or None,
+        prefix=query.get("prefix") or None,
+        limit=limit + 1,  # one more than asked tells whether another page exists
+        after=after,
+    )
+    next_cursor = None
+    if len(entries) > limit:
+        entries = entries[:limit]
+        last = entries[-1].id
+        next_cursor = codec.encode_cursor((last.cls, last.name or "", last.hex))
+    objects = [
+        {
+            "class": e.id.cls,
+            "name": e.id.name,
+            "id": e.id.hex,
+            "created": e.created,
+            "alarm": e.alarm,
+        }
+        for e in entries
+    ]
+    return _json(node, request, {"objects": objects, "cursor": next_cursor})
+
+
+def _parse_query(query: bytes) -> dict[str, str]:
+    try:
+        parsed = parse_qs(query.decode("ascii"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidArgument("the query string is not valid percent-encoded UTF-8") from None
+    return {key: values[-1] for key, values in parsed.items()}
+
+
+def _parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIST_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidArgument(f"limit must be an integer in 1..{MAX_LIST_LIMIT}, not {raw!r}")
+    return limit
+
+
+#### Benchmark contract (shared/bench/README.md, "The contract")
+
+
+async def counter_increment(node: HandlerContext, request: Request) -> Reply:
+    (name,) = request.params
+    body = codec.decode_body(request.body, cbor=request.cbor)
+    if body is None:
+        body = {}
+    if type(body) is not dict or not set(body) <= {"by"}:
+        raise InvalidArgument('the body must be empty or {"by": <int>}')
+    by = body.get("by", 1)
+    if type(by) is not int:
+        raise InvalidArgument(f'"by" must be an integer, not {by!r}')
+    runtime = node.runtime
+    value = await runtime.call(runtime.app.id_from_name("Counter", name), "increment", (), {"by": by})
+    return _json(node, request, {"value": value})
+
+
+async def counter_get(node: HandlerContext, request: Request) -> Reply:
+    (name,) = request.params
+    runtime = node.runtime
+    value = await runtime.call(runtime.app.id_from_name("Counter", name), "get")
+    return _json(node, request, {"value": value})
+
+
+async def ratelimit(node: HandlerContext, request: Request) -> Reply:
+    (key,) = request.params
+    runtime = node.runtime
+    outcome = await runtime.call(runtime.app.id_from_name("RateLimiter", key), "take")
+    if outcome["allowed"]:
+        return _json(node, request, outcome)
+    reply = _json(node, request, outcome, 429)
+    seconds = max(1, math.ceil(outcome["retry_after_ms"] / 1000))
+    reply.headers.append((b"retry-after", str(seconds).encode()))
+    return reply
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", ("healthz",), healthz, needs_auth=False),
+    Route("GET", ("readyz",), readyz, needs_auth=False),
+    Route("GET", ("metrics",), metrics),
+    Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
+    Route("GET", ("v1", "objects"), list_objects),
+    Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),
+    Route("GET", ("counter", "{name}"), counter_get),
+    Route("POST", ("ratelimit", "{key}"), ratelimit),
+)
+
+#: routes by number of segments: a lookup narrows the scan to the few of the right length
+_BY_LENGTH: dict[int, tuple[Route, ...]] = {}
+for _route in ROUTES:
+    _BY_LENGTH[len(_route.pattern)] = (*_BY_LENGTH.get(len(_route.pattern), ()), _route)
+
+#: paths served without a token even when the node has one (probes must not need secrets)
+UNAUTHENTICATED: frozenset[tuple[str, ...]] = frozenset(
+    route.pattern for route in ROUTES if not route.needs_auth
+)

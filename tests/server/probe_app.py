@@ -1,0 +1,61 @@
+"""The App the node tests serve with ``--app tests.server.probe_app:app``.
+
+It is the example App (``examples/counter_app.py``, so the example is exercised) plus :class:`Probe`,
+whose methods make a turn slow, raise, return bytes or set an alarm on demand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from counter_app import app as example_app  # examples/ is on PYTHONPATH for the node processes
+
+from actors import App, DurableObject
+
+
+class Probe(DurableObject):
+    async def echo(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"args": list(args), "kwargs": kwargs}
+
+    async def slow(self, seconds: float) -> int:
+        """Count the call (durably, with the turn), then hold the turn for ``seconds``."""
+        calls: int = self.storage.get("slow_calls", 0) + 1
+        self.storage.put("slow_calls", calls)
+        await trio.sleep(seconds)
+        return calls
+
+    async def slow_calls(self) -> int:
+        calls: int = self.storage.get("slow_calls", 0)
+        return calls
+
+    async def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    async def blob(self) -> bytes:
+        return b"\x00\xffbytes"
+
+    async def alarm_now(self) -> None:
+        self.storage.set_alarm(0.0)  # long past: the scheduler fires it as soon as it commits
+
+    async def alarm(self) -> None:
+        self.storage.put("alarms", self.storage.get("alarms", 0) + 1)
+
+    async def alarms(self) -> int:
+        count: int = self.storage.get("alarms", 0)
+        return count
+
+
+app = example_app.merged(App([Probe]))
+
+
+def _clashing_counter() -> type[DurableObject]:
+    class Counter(DurableObject):  # same name as the built-in room, different class
+        async def get(self) -> int:
+            return 0
+
+    return Counter
+
+
+#: ``--app tests.server.probe_app:clashing`` must be refused at startup
+clashing = [_clashing_counter()]
