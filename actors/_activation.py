@@ -32,12 +32,10 @@ commit before every outgoing call, which would break turn atomicity.
 from __future__ import annotations
 
 import collections
-import contextvars
 import enum
 import math
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +47,7 @@ from ._ids import ObjectId
 from ._lifecycle import ActivationState, check_transition
 from ._object import DurableObject, Env
 from ._storage import Storage
+from ._turn import TurnContext, current_turn
 from .errors import (
     ActivationFailed,
     ActorError,
@@ -133,17 +132,6 @@ class Work:
             raise self.error
         return self.result
 
-
-@dataclass(frozen=True, slots=True)
-class TurnContext:
-    activation: Activation
-    chain: object
-
-
-#: the turn the current task is running, if any (carries the call chain into outgoing calls)
-current_turn: contextvars.ContextVar[TurnContext | None] = contextvars.ContextVar(
-    "actors_current_turn", default=None
-)
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
 

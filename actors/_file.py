@@ -53,14 +53,15 @@ _ALLOWED_PRAGMAS = frozenset(
 _TABLE_ACTIONS = frozenset(
     {
         apsw.SQLITE_READ, apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
-        apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE, apsw.SQLITE_ALTER_TABLE,
+        apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE,
         apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_DROP_TEMP_TABLE, apsw.SQLITE_ANALYZE,
         apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE,
     }
 )  # fmt: skip
+# Actions whose second argument is the table (for ALTER TABLE the first is the schema, "main").
 _ON_TABLE_ACTIONS = frozenset(
     {
-        apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
+        apsw.SQLITE_ALTER_TABLE, apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
         apsw.SQLITE_DROP_TRIGGER, apsw.SQLITE_CREATE_TEMP_INDEX, apsw.SQLITE_CREATE_TEMP_TRIGGER,
     }
 )  # fmt: skip
@@ -211,6 +212,7 @@ class ObjectFile:
             conn.execute("SELECT 1 FROM _actors_kv LIMIT 1").fetchone() is None
             and conn.execute("SELECT 1 FROM _actors_alarm").fetchone() is None
             and not user_schema_objects(conn)
+            and conn.execute("PRAGMA user_version").fetchone() == (0,)
         )
 
     def commit(self) -> None:
@@ -278,17 +280,27 @@ class ObjectFile:
             # can_cache=False: the authorizer only runs when a statement is prepared, so a user
             # statement must never reuse a prepared statement of ours with the same text.
             cursor = conn.cursor()
+            described: list[tuple[str, ...]] = [()]
+
+            def describe(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+                # Runs before each statement steps: the only moment a statement that returns no row
+                # still has a description. The last statement's columns win.
+                try:
+                    described[0] = tuple(str(column[0]) for column in cursor.description)
+                except apsw.ExecutionCompleteError:
+                    described[0] = ()
+                return True
+
+            cursor.exec_trace = describe
+            changes_before = conn.total_changes()
             cursor.execute(query, params, can_cache=False)
-            try:  # the description exists only while the statement has rows left to read
-                columns = tuple(str(column[0]) for column in cursor.description)
-            except apsw.ExecutionCompleteError:
-                columns = ()
             rows = cursor.fetchall()
+            columns = described[0]
         except apsw.AuthError:
             raise SqlNotAllowed(self._denied or "not authorized") from None
         finally:
             self._user_sql = False
-        return rows, columns, conn.changes()
+        return rows, columns, conn.total_changes() - changes_before
 
     def _authorize(
         self, action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
@@ -329,6 +341,8 @@ def user_schema_objects(conn: apsw.Connection) -> list[tuple[str, str, str]]:
 def drop_user_schema(conn: apsw.Connection) -> None:
     """Drop every table, view, trigger and index the user made (virtual tables first: they own shadows)."""
     objects = user_schema_objects(conn)
+    # Parents may be dropped before their children: check foreign keys at COMMIT, when all are gone.
+    conn.execute("PRAGMA defer_foreign_keys = ON")
     order: dict[str, int] = {"trigger": 0, "view": 1, "index": 2, "table": 3}
     objects.sort(key=lambda o: (order.get(o[0], 9), not o[2].upper().startswith("CREATE VIRTUAL")))
     for kind, name, _ in objects:

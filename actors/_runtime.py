@@ -25,7 +25,7 @@ import apsw
 import trio
 
 from . import _codec
-from ._activation import Activation, TurnFn, Work, WorkState, current_turn, retry_after
+from ._activation import Activation, TurnFn, Work, WorkState, retry_after
 from ._alarms import AlarmScheduler
 from ._app import App
 from ._catalog import Catalog, CatalogEntry
@@ -38,6 +38,7 @@ from ._object import DurableObject, Stub
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
 from ._table import Table
+from ._turn import current_turn
 from .errors import (
     ActorError,
     Deadlock,

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from . import _codec
-from ._activation import current_turn
 from ._ids import ObjectId
+from ._turn import current_turn
 from .errors import InvalidArgument, LimitExceeded
 from .limits import (
     MAX_ATTACHMENT_BYTES,

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import _codec
 from ._file import ObjectFile, drop_user_schema
+from ._turn import current_turn
 from .errors import InvalidArgument, LimitExceeded
 from .limits import MAX_KEY_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES
 
@@ -78,7 +79,15 @@ class Storage:
 
     def _in_turn(self) -> ObjectFile:
         file = self._file
-        if not file.levels:
+        context = current_turn.get()
+        # The calling task must be in the object's running turn (or a task that turn started): a
+        # leftover task must not slip its writes into some later turn's transaction.
+        if (
+            not file.levels
+            or context is None
+            or context.activation.file is not file
+            or context.chain is not context.activation.current_chain
+        ):
             raise RuntimeError("storage can only be used inside a turn of its object")
         return file
 
@@ -250,11 +259,16 @@ class Storage:
 def _check_key(key: Any, *, what: str = "key") -> None:
     if type(key) is not str:
         raise InvalidArgument(f"storage {what} must be a str, not {type(key).__name__}")
-    if len(key) * 4 > MAX_KEY_BYTES and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if key.isascii():
+        size = len(key)
+    else:
+        try:
+            size = len(key.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"storage {what} is not valid Unicode (a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
         raise LimitExceeded(
-            f"storage {what} is {len(key.encode('utf-8', 'surrogatepass'))} bytes; "
-            f"MAX_KEY_BYTES is {MAX_KEY_BYTES}",
-            limit="MAX_KEY_BYTES",
+            f"storage {what} is {size} bytes; MAX_KEY_BYTES is {MAX_KEY_BYTES}", limit="MAX_KEY_BYTES"
         )
 
 
@@ -276,7 +290,10 @@ def _encode_value(key: str, value: Any) -> bytes:
     problem = _codec.describe_unserializable(value, f"value of {key!r}")
     if problem:
         raise InvalidArgument(problem)
-    data = _codec.dumps(value)
+    try:
+        data = _codec.dumps(value)
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"value of {key!r} holds a string that is not valid Unicode") from None
     if len(data) > MAX_VALUE_BYTES:
         raise LimitExceeded(
             f"value of {key!r} is {len(data)} bytes encoded; MAX_VALUE_BYTES is {MAX_VALUE_BYTES}",

@@ -175,12 +175,6 @@ async def test_delete_all_in_a_turn_that_raises_deletes_nothing(tmp_path):
         assert listed(t) == [("Store", "s")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _file.drop_user_schema drops tables in creation order with foreign_keys=ON; "
-    "DROP TABLE of a parent whose rows a child references fails its implicit DELETE with "
-    "'FOREIGN KEY constraint failed'",
-)
 async def test_delete_all_removes_tables_linked_by_a_foreign_key(tmp_path):
     async with open_test_runtime(APP, tmp_path) as t:
         store = t.get("Store", "s")

@@ -59,23 +59,12 @@ async def test_an_unserializable_value_is_refused_naming_the_key_and_path(tmp_pa
         assert await store.keys() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _storage._check_key measures keys with 'surrogatepass' but never rejects lone "
-    "surrogates; SQLite binding then raises UnicodeEncodeError, which reaches the caller as "
-    "UserError instead of InvalidArgument",
-)
 async def test_a_key_that_is_not_valid_unicode_is_refused_with_invalid_argument(tmp_path):
     async with open_test_runtime(APP, tmp_path) as t:
         with pytest.raises(InvalidArgument):
             await t.get("Store", "s").put_surrogate_key()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _codec.describe_unserializable accepts any str, then cbor2 raises "
-    "UnicodeEncodeError on a lone surrogate, which reaches the caller as UserError",
-)
 async def test_a_value_holding_invalid_unicode_is_refused_with_invalid_argument(tmp_path):
     async with open_test_runtime(APP, tmp_path) as t:
         with pytest.raises(InvalidArgument):
@@ -113,12 +102,6 @@ async def test_a_background_task_writing_after_the_turn_ended_gets_runtime_error
         assert await keeper.get("from background") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Storage._in_turn only checks that *some* turn of the object is open "
-    "(ObjectFile.levels), not that the caller is that turn, so a stray task's write joins "
-    "another turn's transaction",
-)
 async def test_a_background_task_writing_during_another_turn_gets_runtime_error(tmp_path):
     Keeper.outcomes, Keeper.go, Keeper.release = [], trio.Event(), trio.Event()
     async with open_test_runtime(APP, tmp_path) as t, trio.open_nursery() as nursery:

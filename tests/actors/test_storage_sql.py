@@ -80,11 +80,6 @@ async def test_sql_result_offers_one_scalar_dicts_len_and_iteration(tmp_path):
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _file.run_user_sql reads cursor.description only while rows are left, so a "
-    "SELECT that matches no row reports no columns",
-)
 async def test_a_select_that_matches_no_row_still_names_its_columns(tmp_path):
     async with open_test_runtime(APP, tmp_path) as t:
         store = t.get("Store", "s")
@@ -92,11 +87,6 @@ async def test_a_select_that_matches_no_row_still_names_its_columns(tmp_path):
         assert (await store.sql("SELECT name, age FROM p"))["columns"] == ["name", "age"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _file.run_user_sql returns conn.changes(), which SQLite leaves at the count of "
-    "the last INSERT/UPDATE/DELETE, so a later SELECT (or DDL) reports that count as rows_written",
-)
 async def test_a_statement_that_writes_no_row_reports_zero_rows_written(tmp_path):
     async with open_test_runtime(APP, tmp_path) as t:
         store = t.get("Store", "s")
@@ -219,12 +209,6 @@ async def test_views_and_triggers_cannot_reach_the_runtime_tables(tmp_path):
         assert await store.list() == [["k", "secret"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: for SQLITE_ALTER_TABLE SQLite passes (database, table) to the authorizer, but "
-    "_file._refusal reads the table name from p1 (which is 'main'), so ALTER TABLE on the "
-    "runtime's tables is allowed",
-)
 @pytest.mark.parametrize(
     ("query", "table"),
     [
