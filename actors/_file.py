@@ -96,8 +96,8 @@ class ObjectFile:
         self.deleted_all = False
         self._user_sql = False
         self._denied: str | None = None
-        #: descriptor of the -wal file, for fsync when the runtime syncs commits itself
-        self._wal_fd: int | None = None
+        #: the -wal file of this connection has been fsynced once (its folder entry too)
+        self._wal_synced = False
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
 
@@ -108,15 +108,15 @@ class ObjectFile:
         if self.conn is None and self.path.exists():
             self._connect()
 
-    def _connect(self) -> None:
+    def _connect(self, *, new: bool = False) -> None:
         conn = apsw.Connection(str(self.path))
         # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
-        for pragma in (
-            "locking_mode=EXCLUSIVE",
-            "journal_mode=WAL",
-            f"synchronous={self._synchronous}",
-            "foreign_keys=ON",
-        ):
+        # journal_mode=WAL is persistent in the file's header, so only a new file needs it (it costs
+        # a read of the header, a good part of a cold activation).
+        pragmas = ["locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON"]
+        if new:
+            pragmas.insert(1, "journal_mode=WAL")
+        for pragma in pragmas:
             conn.execute(f"PRAGMA {pragma}").fetchall()
         conn.authorizer = self._authorize
         self.conn = conn
@@ -130,9 +130,7 @@ class ObjectFile:
     def close(self) -> None:
         """Close the connection (checkpoints the WAL into the file). Pending writes are rolled back."""
         conn, self.conn = self.conn, None
-        if self._wal_fd is not None:
-            os.close(self._wal_fd)
-            self._wal_fd = None
+        self._wal_synced = False  # closing deletes the WAL; the next one is a new folder entry
         if conn is not None:
             conn.close()
         self.levels.clear()
@@ -153,7 +151,7 @@ class ObjectFile:
             missing = [d for d in self.path.parents[:5] if not d.exists()]
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._new_dirs.extend(missing)
-            self._connect()
+            self._connect(new=True)
             conn = self.conn
             assert conn is not None
         if not self.in_batch:
@@ -229,11 +227,14 @@ class ObjectFile:
         this from a worker thread before releasing replies, so the next batch runs meanwhile. SQLite
         still syncs the WAL before and the database after every checkpoint, so the file stays consistent.
         """
-        fd = self._wal_fd
-        first = fd is None
-        if fd is None:
-            fd = self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-        os.fsync(fd)
+        # Opened per sync rather than kept: a live object then holds only SQLite's two descriptors,
+        # and the open-file limit bounds how many objects can be live at once.
+        fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        first, self._wal_synced = not self._wal_synced, True
         if first or self._new_dirs:
             for folder in {self.path.parent, *(d.parent for d in self._new_dirs)}:
                 dir_fd = os.open(folder, os.O_RDONLY)

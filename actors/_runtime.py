@@ -57,6 +57,34 @@ log = logging.getLogger("actors")
 
 #: seconds ``aclose`` waits for queues to drain before it cancels what is left
 DRAIN_TIMEOUT_SECONDS = 30.0
+#: file descriptors a live object with storage holds (the database and its WAL)
+FDS_PER_OBJECT = 2
+#: file descriptors kept for everything else (sockets, the catalog, threads, logs)
+FD_RESERVE = 1024
+
+
+def live_object_budget(requested: int) -> int:
+    """``requested``, capped so live objects cannot exhaust the open-file limit.
+
+    Raises the soft limit to the hard limit first (as servers commonly do); logs when it still caps.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (ImportError, ValueError, OSError):
+        return requested
+    if soft == resource.RLIM_INFINITY:
+        return requested
+    budget = max(64, (soft - FD_RESERVE) // FDS_PER_OBJECT)
+    if budget < requested:
+        log.warning(
+            "max_live_objects lowered from %d to %d: the open-file limit is %d", requested, budget, soft
+        )
+    return min(requested, budget)
 
 
 class Runtime:
@@ -88,6 +116,8 @@ class Runtime:
             "NORMAL" if self.pipelined_sync else settings.durability.sqlite_synchronous
         )
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
+        #: objects in memory at once: Settings.max_live_objects, capped by the open-file limit
+        self.max_live_objects = live_object_budget(settings.max_live_objects)
         self.alarms = AlarmScheduler(self)
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)

@@ -48,7 +48,7 @@ class Table:
 
     def _activate(self, object_id: ObjectId) -> Activation:
         runtime = self._runtime
-        if len(self.live) >= runtime.settings.max_live_objects:
+        if len(self.live) >= runtime.max_live_objects:
             self._make_room()
         activation = Activation(runtime, object_id, runtime.app.class_of(object_id.cls))
         self.live[object_id.hex] = activation
@@ -65,7 +65,7 @@ class Table:
                 return
         if evicting:
             return  # room is being made; allow the brief overshoot rather than refusing
-        limit = self._runtime.settings.max_live_objects
+        limit = self._runtime.max_live_objects
         raise Overloaded(
             f"all {limit} live objects are busy (max_live_objects); try again shortly",
             retry_after=0.1,
