@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import math
 import traceback
 from collections.abc import Awaitable, Callable
@@ -147,6 +148,7 @@ class Activation:
             runtime.object_path(object_id),
             object_id,
             synchronous=runtime.object_synchronous,
+            defer_sync=runtime.pipelined_sync,
         )
         self.state = ActivationState.ACTIVATING
         self.instance: DurableObject | None = None
@@ -358,7 +360,7 @@ class Activation:
 
     #### Pipelined group commit: fsync off the trio thread while the next batch runs
     #
-    # The fsync thread is started synchronously at commit time (start_thread_soon), not by a task:
+    # The fsync thread is started synchronously at commit time (the sync pool), not by a task:
     # a task could only start once the worker yields, and the worker runs turns back to back without
     # yielding. The thread flips ``_fsync_finished`` when done; the worker notices it between turns
     # (and a run_sync_soon callback notices it when the worker is idle), releases the synced replies
@@ -390,7 +392,7 @@ class Activation:
             except trio.RunFinishedError:
                 pass  # the runtime is gone (crash); nothing is waiting any more
 
-        trio.lowlevel.start_thread_soon(self.file.sync, done_in_thread)
+        self.runtime.sync_pool.submit(self.file.sync, done_in_thread)
 
     def _poll_fsync(self) -> None:
         if self._in_flight and self._fsync_finished:
@@ -514,11 +516,15 @@ class Activation:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):
                     await self._wait_synced()
-            if runtime.closing_abruptly or not runtime.io_in_threads:
+            if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
+            elif not runtime.io_in_threads:
+                self.file.close(checkpoint=reason == "shutdown")
             else:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self.file.close)
+                    await trio.to_thread.run_sync(
+                        functools.partial(self.file.close, checkpoint=reason == "shutdown")
+                    )
         except Exception as exc:
             runtime.internal_error(exc, f"closing {self.id}")
         finally:

@@ -75,10 +75,16 @@ TRANSACTION_HINT = (
 class ObjectFile:
     """The SQLite database of one activation (see the module docstring for the guarantees)."""
 
-    def __init__(self, path: Path, object_id: ObjectId, *, synchronous: str) -> None:
+    def __init__(
+        self, path: Path, object_id: ObjectId, *, synchronous: str, defer_sync: bool = False
+    ) -> None:
         self.path = path
         self.object_id = object_id
         self._synchronous = synchronous
+        #: the runtime fsyncs with ``sync()`` off the trio thread, so creating a file must not fsync
+        self._defer_sync = defer_sync
+        #: the database file itself still needs an fsync (created with sync deferred)
+        self._db_unsynced = False
         self.conn: apsw.Connection | None = None
         #: the runtime's tables exist in the file
         self.has_schema = False
@@ -96,7 +102,7 @@ class ObjectFile:
         self.deleted_all = False
         self._user_sql = False
         self._denied: str | None = None
-        #: the -wal file of this connection has been fsynced once (its folder entry too)
+        #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
@@ -110,11 +116,21 @@ class ObjectFile:
 
     def _connect(self, *, new: bool = False) -> None:
         conn = apsw.Connection(str(self.path))
+        # No checkpoint when an evicted object's connection closes: eviction costs no fsync, and the
+        # WAL file stays, so the next activation's first commit needs no fsync of the folder entry.
+        # SQLite applies the WAL when the file is next opened (by us or by the sqlite3 shell).
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        self._wal_synced = os.path.exists(f"{self.path}-wal")
         # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
         # journal_mode=WAL is persistent in the file's header, so only a new file needs it (it costs
         # a read of the header, a good part of a cold activation).
         pragmas = ["locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON"]
-        if new:
+        if new and self._defer_sync:
+            # Switching a new file to WAL writes its header, with an fsync unless synchronous=OFF;
+            # that fsync would block the event loop. sync() fsyncs the file before its first reply.
+            pragmas[1:1] = ["synchronous=OFF", "journal_mode=WAL"]
+            self._db_unsynced = True
+        elif new:
             pragmas.insert(1, "journal_mode=WAL")
         for pragma in pragmas:
             conn.execute(f"PRAGMA {pragma}").fetchall()
@@ -127,11 +143,17 @@ class ObjectFile:
             is not None
         )
 
-    def close(self) -> None:
-        """Close the connection (checkpoints the WAL into the file). Pending writes are rolled back."""
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close the connection; pending writes are rolled back.
+
+        Without ``checkpoint`` (idle eviction) the WAL stays beside the file, which costs nothing now
+        and saves a folder fsync later. With it (shutdown) the WAL is folded into the file and deleted,
+        so a stopped node's folder holds one self-contained file per object.
+        """
         conn, self.conn = self.conn, None
-        self._wal_synced = False  # closing deletes the WAL; the next one is a new folder entry
         if conn is not None:
+            if checkpoint and not conn.in_transaction:
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
             conn.close()
         self.levels.clear()
         self.in_batch = False
@@ -234,6 +256,13 @@ class ObjectFile:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if self._db_unsynced:
+            db_fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(db_fd)
+            finally:
+                os.close(db_fd)
+            self._db_unsynced = False
         first, self._wal_synced = not self._wal_synced, True
         if first or self._new_dirs:
             for folder in {self.path.parent, *(d.parent for d in self._new_dirs)}:

@@ -37,6 +37,7 @@ from ._lifecycle import ActivationState
 from ._object import DurableObject, Stub
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
+from ._syncpool import SyncPool
 from ._table import Table
 from ._turn import current_turn
 from .errors import (
@@ -121,6 +122,7 @@ class Runtime:
         self.alarms = AlarmScheduler(self)
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)
+        self.sync_pool = SyncPool()
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -501,4 +503,5 @@ async def open_runtime(
                         await runtime._drain()
                 nursery.cancel_scope.cancel()
     finally:
+        runtime.sync_pool.close()
         runtime.catalog.close()
