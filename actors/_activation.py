@@ -199,6 +199,10 @@ class Activation:
             wakeup.set()
 
     @property
+    def eviction_requested(self) -> bool:
+        return self._evict_reason is not None
+
+    @property
     def is_idle(self) -> bool:
         return not self.queue and not self._running and self.state is ActivationState.ACTIVE
 
@@ -264,6 +268,8 @@ class Activation:
                     return "reset"
                 continue
             syncing = self._syncer_running
+            if self._evict_reason is None and self.runtime.table.room_waiters:
+                self._evict_reason = "capacity"  # callers wait for room and nothing else was idle
             if self._evict_reason is not None and not syncing:
                 return self._evict_reason
             self._wakeup = trio.Event()

@@ -85,6 +85,8 @@ class ObjectFile:
         self._defer_sync = defer_sync
         #: the database file itself still needs an fsync (created with sync deferred)
         self._db_unsynced = False
+        #: the object has no file yet: its first batch lives in an in-memory database
+        self.in_memory = False
         self.conn: apsw.Connection | None = None
         #: the runtime's tables exist in the file
         self.has_schema = False
@@ -170,12 +172,21 @@ class ObjectFile:
         """The connection, with the file, the schema, the batch transaction and savepoints open."""
         conn = self.conn
         if conn is None:
-            missing = [d for d in self.path.parents[:5] if not d.exists()]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._new_dirs.extend(missing)
-            self._connect(new=True)
-            conn = self.conn
-            assert conn is not None
+            if self._defer_sync:
+                # A new object's first batch runs in memory; the commit thread creates the file
+                # (materialize). Creating files and folders can take milliseconds while other
+                # fsyncs hold the filesystem journal, and must not block the event loop.
+                conn = self.conn = apsw.Connection(":memory:")
+                conn.execute("PRAGMA foreign_keys=ON").fetchall()
+                conn.authorizer = self._authorize
+                self.in_memory = True
+            else:
+                missing = [d for d in self.path.parents[:5] if not d.exists()]
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._new_dirs.extend(missing)
+                self._connect(new=True)
+                conn = self.conn
+                assert conn is not None
         if not self.in_batch:
             conn.execute("BEGIN")
             self.in_batch = True
@@ -242,6 +253,40 @@ class ObjectFile:
         self.in_batch = False
         self.conn.execute("COMMIT")
 
+    def materialize(self) -> None:
+        """Write a new object's in-memory first batch to its file, durably (in a worker thread).
+
+        The folders, the file (through SQLite's backup API, then switched to WAL) and their folder
+        entries are fsynced before this returns; then the object runs on the file like any other.
+        """
+        memory = self.conn
+        assert memory is not None
+        assert self.in_memory
+        assert not self.levels
+        memory.execute("COMMIT")
+        self.in_batch = False
+        missing = [d for d in self.path.parents[:5] if not d.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = apsw.Connection(str(self.path))
+        try:
+            file.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+            with file.backup("main", memory, "main") as backup:
+                backup.step(-1)
+            for pragma in ("locking_mode=EXCLUSIVE", "synchronous=OFF", "journal_mode=WAL"):
+                file.execute(f"PRAGMA {pragma}").fetchall()
+            file.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
+            file.execute("PRAGMA foreign_keys=ON").fetchall()
+            _fsync_path(self.path)
+            for folder in {self.path.parent, *(d.parent for d in missing)}:
+                _fsync_path(folder)
+        except BaseException:
+            file.close()
+            raise
+        file.authorizer = self._authorize
+        self.conn, self.in_memory = file, False
+        self._wal_synced = False
+        memory.close()
+
     def sync(self) -> None:
         """Make every committed transaction durable: fsync the WAL (and new folder entries).
 
@@ -257,20 +302,12 @@ class ObjectFile:
         finally:
             os.close(fd)
         if self._db_unsynced:
-            db_fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(db_fd)
-            finally:
-                os.close(db_fd)
+            _fsync_path(self.path)
             self._db_unsynced = False
         first, self._wal_synced = not self._wal_synced, True
         if first or self._new_dirs:
             for folder in {self.path.parent, *(d.parent for d in self._new_dirs)}:
-                dir_fd = os.open(folder, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                _fsync_path(folder)
             self._new_dirs.clear()
 
     def rollback(self) -> None:
@@ -292,6 +329,10 @@ class ObjectFile:
     def remove(self) -> None:
         """Close and delete the file (after ``delete_all`` left it empty)."""
         self.close()
+        if self.in_memory:
+            self.in_memory = False
+            self.has_schema = False
+            return
         for suffix in ("", "-wal", "-shm", "-journal"):
             try:
                 os.unlink(f"{self.path}{suffix}")
@@ -342,6 +383,14 @@ class ObjectFile:
             return apsw.SQLITE_OK
         self._denied = reason
         return apsw.SQLITE_DENY
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _refusal(action: int, p1: str | None, p2: str | None) -> str | None:

@@ -212,7 +212,7 @@ class Runtime:
         context = current_turn.get()
         activation = self.table.live.get(object_id.hex)
         if activation is None or activation.state is ActivationState.EVICTING:
-            activation = await self.table.get(object_id)
+            activation = await self.table.get(object_id, deadline)
         if context is not None and activation.current_chain is context.chain:
             work = Work(fn, label, deadline, context.chain, check_result)
             await activation.run_reentrant(work)
@@ -258,12 +258,16 @@ class Runtime:
         old_alarm = activation.committed_alarm
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
+        created = file.in_memory  # materialize() makes the new file durable itself
         now = self.clock.now()
 
         def commit_sync() -> None:
             if record:  # the catalog first: it may run ahead of the file, never behind
                 self.catalog.record(activation.id, new_alarm, now)
-            file.commit()
+            if file.in_memory:
+                file.materialize()  # creates the file, durably
+            else:
+                file.commit()
 
         started = trio.current_time()
         self.commits_in_flight += 1
@@ -298,7 +302,7 @@ class Runtime:
             file.remove()  # nothing left to fsync: the file and its WAL are gone
             self.catalog.forget(activation.id)
             return "durable"
-        return "needs_fsync" if self.pipelined_sync else "durable"
+        return "needs_fsync" if self.pipelined_sync and not created else "durable"
 
     def spawn(self, fn: Any) -> None:
         """Start a background task of the runtime (activation helpers)."""

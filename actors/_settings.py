@@ -29,7 +29,7 @@ class Settings:
     #: seconds an object with no queued or running work stays in memory (Cloudflare hibernates after 10 s)
     idle_timeout: float = 10.0
     #: objects in memory at once; past it the least recently used idle one is evicted, and if every
-    #: live object is busy a new activation fails with Overloaded. Also capped so that two file
+    #: live object is busy a new activation waits (until its deadline) for one to go idle. Capped so two file
     #: descriptors per live object fit in the process's open-file limit (raised to its hard limit).
     max_live_objects: int = 10_000
     #: calls waiting for one object; past it calls fail at once with Overloaded

@@ -5,7 +5,8 @@ Guarantees
   an activation is EVICTING, callers wait for it to finish closing its file before a new one opens it, so
   two instances never hold the same file.
 - Bounded memory: at most ``max_live_objects`` activations. Making room evicts the least recently active
-  idle object; if every live object is busy the new activation is refused with Overloaded.
+  idle object; if every live object is busy, the caller waits (until its deadline) for the first one to
+  go idle, which then leaves at once.
 
 Order is kept in an OrderedDict (least recently active first), so finding an eviction candidate is a scan
 from the front that stops at the first idle activation.
@@ -14,6 +15,7 @@ from the front that stops at the first idle activation.
 from __future__ import annotations
 
 import collections
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,7 +23,7 @@ import trio
 from ._activation import Activation
 from ._ids import ObjectId
 from ._lifecycle import ActivationState
-from .errors import Overloaded
+from .errors import CallTimeout
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -32,13 +34,39 @@ class Table:
         self._runtime = runtime
         self._nursery = nursery
         self.live: collections.OrderedDict[str, Activation] = collections.OrderedDict()
+        #: set (and replaced) whenever an activation leaves; callers waiting for room wait on it
+        self._any_evicted: trio.Event | None = None
+        #: callers waiting for room at the cap
+        self.room_waiters = 0
 
-    async def get(self, object_id: ObjectId) -> Activation:
-        """The live activation of ``object_id``, activating it if needed."""
+    async def get(self, object_id: ObjectId, deadline: float = math.inf) -> Activation:
+        """The live activation of ``object_id``, activating it if needed.
+
+        At the cap, waits for an eviction to finish rather than overshooting (evictions close files
+        in threads; a spread workload could otherwise outrun them by thousands of objects). If every
+        live object is busy, the next one to go idle leaves at once; past ``deadline`` the caller
+        gets CallTimeout.
+        """
         while True:
             activation = self.live.get(object_id.hex)
             if activation is None:
-                return self._activate(object_id)
+                if len(self.live) < self._runtime.max_live_objects:
+                    return self._activate(object_id)
+                self._make_room()
+                if self._any_evicted is None:
+                    self._any_evicted = trio.Event()
+                self.room_waiters += 1
+                try:
+                    with trio.move_on_at(deadline):
+                        await self._any_evicted.wait()
+                finally:
+                    self.room_waiters -= 1
+                if trio.current_time() >= deadline:
+                    raise CallTimeout(
+                        f"{object_id}: no room among the {self._runtime.max_live_objects} live objects "
+                        "(max_live_objects) before the deadline; it never ran"
+                    )
+                continue
             if activation.state is not ActivationState.EVICTING:
                 return activation
             await activation.evicted.wait()
@@ -48,28 +76,22 @@ class Table:
 
     def _activate(self, object_id: ObjectId) -> Activation:
         runtime = self._runtime
-        if len(self.live) >= runtime.max_live_objects:
-            self._make_room()
         activation = Activation(runtime, object_id, runtime.app.class_of(object_id.cls))
         self.live[object_id.hex] = activation
         self._nursery.start_soon(activation.serve)
         return activation
 
     def _make_room(self) -> None:
+        """Ask the least recently used idle object to leave; Overloaded if every object is busy."""
         evicting = 0
-        for activation in self.live.values():
-            if activation.state is ActivationState.EVICTING:
+        for activation in self.live.values():  # least recently active first
+            if activation.state is ActivationState.EVICTING or activation.eviction_requested:
                 evicting += 1
             elif activation.is_idle:
-                activation.request_eviction("capacity")
+                activation.request_eviction("capacity")  # one per caller waiting for room
                 return
-        if evicting:
-            return  # room is being made; allow the brief overshoot rather than refusing
-        limit = self._runtime.max_live_objects
-        raise Overloaded(
-            f"all {limit} live objects are busy (max_live_objects); try again shortly",
-            retry_after=0.1,
-        )
+        # Nothing idle now: every live object is busy. The waiters are counted (room_waiters); each
+        # activation that finds its queue empty while someone waits leaves at once.
 
     def touch(self, activation: Activation) -> None:
         if self.live.get(activation.id.hex) is activation:
@@ -78,3 +100,6 @@ class Table:
     def remove(self, activation: Activation) -> None:
         if self.live.get(activation.id.hex) is activation:
             del self.live[activation.id.hex]
+        waiting, self._any_evicted = self._any_evicted, None
+        if waiting is not None:
+            waiting.set()

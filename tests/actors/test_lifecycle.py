@@ -200,3 +200,21 @@ async def test_admin_delete_removes_the_file_and_the_catalog_entry(tmp_path):
         assert t.runtime.list_objects() == []
         assert list((tmp_path / "objects").rglob("*.sqlite3")) == []
         assert await counter.get() == 0
+
+
+async def test_many_callers_at_the_live_object_cap_wait_for_room_and_never_exceed_it(tmp_path):
+    peak = 0
+
+    class Peak(EventLog):
+        def activated(self, cls: str, seconds: float) -> None:
+            nonlocal peak
+            peak = max(peak, t.statistics().live_objects)
+
+    async with open_test_runtime(
+        APP, tmp_path, settings=Settings(max_live_objects=3), hooks=Peak()
+    ) as t:
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(t.get("Counter", f"c{i % 20}").increment)
+        assert [await t.get("Counter", f"c{i}").get() for i in range(20)] == [2] * 20
+    assert peak == 3

@@ -19,16 +19,18 @@ Scenarios (``--only`` takes these names; ``commit`` is measured during the ``hot
   never-written object (no file), and for a warm (live) object.
 - ``spread-write`` / ``spread-read``: 64 tasks take the next object from one shared round-robin
   cursor over 10,000 objects (so consecutive calls of a task always go to different objects, and no
-  object has two calls in flight); default settings (FSYNC). Creating 10,000 object files takes
-  about a minute here (one catalog fsync per new object), so the spread scenarios populate ONE
-  data folder once (every object written once; that pass is reported too) and run all their
-  repeats in that runtime: per repeat, spread-read and then spread-write (the first warmup is a
-  full pass, so every object is live; the windows report any (re)activation and eviction).
+  object has two calls in flight); default settings (FSYNC, idle timeout 10 s, 10,000 live
+  objects). Each repeat runs each on a fresh folder, so the objects are new: unless a full pass of
+  the cursor fits in warmup + window, every measured read activates an object that has no file and
+  every measured write creates the object's file (rows give the shares). ``--spread-populate``
+  instead writes every object once first (one catalog fsync per new object: minutes here) and runs
+  all repeats (spread-read, then spread-write) in that runtime, the first warmup being a full pass.
 
-Every other repeat uses a fresh data folder (``tempfile.TemporaryDirectory`` under /tmp), deleted
-afterwards. Throughput runs warm up (unrecorded), then count the calls that complete successfully in
-the measured window, timed with ``time.perf_counter``. Each row reports the median, min and max over
-the repeats. Calls that fail are counted, and the affected rows are flagged and explained.
+Every repeat uses a fresh data folder (``tempfile.TemporaryDirectory`` under /tmp; with
+``--spread-populate`` the spread repeats share one), deleted afterwards. Throughput runs warm up
+(unrecorded), then count the calls that complete successfully in the measured window, timed with
+``time.perf_counter``. Each row reports the median, min and max over the repeats. Calls that fail
+are counted, and the affected rows are flagged and explained.
 """
 
 from __future__ import annotations
@@ -384,15 +386,10 @@ async def cold_once(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
     return out
 
 
-async def spread_all(args: argparse.Namespace, want: set[str]) -> dict[str, Any]:
-    """Populate ``args.objects`` objects once, then ``args.repeat`` x (spread-read, spread-write).
-
-    One shared round-robin cursor: consecutive calls of a task go to different objects and no object
-    has two calls in flight. All in one runtime with default settings on one fresh data folder.
-    """
-    hooks = RecordingHooks()
-    n = args.objects
-    ids = [APP.id_from_name(BenchCounter, f"spread-{i}") for i in range(n)]
+def spread_cursor(n: int, prefix: str) -> tuple[list[ObjectId], Callable[[], ObjectId]]:
+    """``n`` ids and one shared round-robin cursor over them (so consecutive calls of a task go to
+    different objects, and no object has two calls in flight)."""
+    ids = [APP.id_from_name(BenchCounter, f"{prefix}-{i}") for i in range(n)]
     position = 0
 
     def next_id() -> ObjectId:
@@ -401,13 +398,56 @@ async def spread_all(args: argparse.Namespace, want: set[str]) -> dict[str, Any]
         position += 1
         return object_id
 
-    def window(result: dict[str, Any]) -> dict[str, Any]:
-        result.pop("sync_seconds")
-        result["activations"] = len(hooks.activation_seconds)
-        result["evictions"] = dict(hooks.evictions)
-        hooks.activation_seconds.clear()
-        hooks.evictions.clear()
-        return result
+    return ids, next_id
+
+
+def spread_window(result: dict[str, Any], hooks: RecordingHooks, n: int, base: int) -> dict[str, Any]:
+    """Add what the measured window did: activations, evictions, calls that first touched an object.
+
+    ``base`` is how many calls the cursor had issued before this drive started.
+    """
+    result.pop("sync_seconds")
+    first, last = base + result["issued_at_start"], base + result["issued_at_end"]
+    result["first_touch_calls"] = max(0, min(n, last) - min(n, first))
+    result["activations"] = len(hooks.activation_seconds)
+    result["evictions"] = dict(hooks.evictions)
+    hooks.activation_seconds.clear()
+    hooks.evictions.clear()
+    return result
+
+
+async def spread_fresh_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One repeat of spread-read or spread-write on a fresh data folder and runtime (defaults).
+
+    The objects are new: unless a full pass of the cursor fits in warmup + window, every measured
+    call is its object's first (a read activates an object with no file; a write creates its file).
+    """
+    hooks = RecordingHooks()
+    n = args.objects
+    _, next_id = spread_cursor(n, kind)
+    method = "increment" if kind == "spread-write" else "read"
+    with fresh_dir() as data_dir:
+        async with open_runtime(APP, data_dir, hooks=hooks) as runtime:
+            result = await drive(
+                runtime, hooks, next_id, method,
+                callers=args.callers, warmup=args.warmup, duration=args.duration,
+            )  # fmt: skip
+            result = spread_window(result, hooks, n, 0)
+            closing = time.perf_counter()
+        result["close_seconds"] = time.perf_counter() - closing
+    result["internal_errors"] = hooks.errors
+    return result
+
+
+async def spread_populated(args: argparse.Namespace, want: set[str]) -> dict[str, Any]:
+    """Populate ``args.objects`` objects once, then ``args.repeat`` x (spread-read, spread-write).
+
+    All in one runtime with default settings on one fresh data folder (``--spread-populate``).
+    """
+    hooks = RecordingHooks()
+    n = args.objects
+    ids, next_id = spread_cursor(n, "spread")
+    issued = 0
 
     out: dict[str, Any] = {"objects": n, "repeats": []}
     with fresh_dir() as data_dir:
@@ -441,13 +481,15 @@ async def spread_all(args: argparse.Namespace, want: set[str]) -> dict[str, Any]
                     runtime, hooks, next_id, "read", callers=args.callers,
                     warmup=args.warmup, duration=args.duration, min_warmup_calls=n if i == 0 else 0,
                 )  # fmt: skip
-                repeat["spread-read"] = window(read)
+                repeat["spread-read"] = spread_window(read, hooks, n, n + issued)
+                issued += read["issued_at_end"]
                 if "spread-write" in want:
                     write = await drive(
                         runtime, hooks, next_id, "increment", callers=args.callers,
                         warmup=args.warmup, duration=args.duration,
                     )  # fmt: skip
-                    repeat["spread-write"] = window(write)
+                    repeat["spread-write"] = spread_window(write, hooks, n, n + issued)
+                    issued += write["issued_at_end"]
                 out["repeats"].append(repeat)
                 parts = [f"{k} {v['calls_per_second']:,.0f} calls/s" for k, v in repeat.items()]
                 progress(f"spread {i + 1}/{args.repeat}: {', '.join(parts)}")
@@ -534,6 +576,23 @@ def render_table(table: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def render_markdown(table: list[dict[str, Any]]) -> str:
+    """The table as Markdown (what BENCHMARKS.md holds), footnotes as a list under it."""
+    out = ["| Scenario | Median | Min | Max | Unit |", "|---|---:|---:|---:|---|"]
+    footnotes = []
+    for row in table:
+        name = row["scenario"]
+        if row["notes"]:
+            footnotes.append(f"{len(footnotes) + 1}. {name}: {'; '.join(row['notes'])}")
+            name = f"{name} ({len(footnotes)})"
+        numbers = " | ".join(format_number(row[k]) for k in ("median", "min", "max"))
+        out.append(f"| {name} | {numbers} | {row['unit']} |")
+    if footnotes:
+        out.append("")
+        out.extend(footnotes)
+    return "\n".join(out)
+
+
 def filesystem_of(path: str) -> str:
     """The file system type of the mount holding ``path`` (from /proc/mounts), or "unknown"."""
     try:
@@ -609,8 +668,28 @@ def machine_facts() -> dict[str, Any]:
         "data_dir_root": TMP_ROOT,
         "data_dir_filesystem": filesystem_of(TMP_ROOT),
         "fsync_4k_median_ms_before": round(fsync_probe_ms(TMP_ROOT), 3),
+        "open_files_limit": open_files_limit(),
+        "load_average_before": load_average(),
         "git": git_revision(),
     }
+
+
+def load_average() -> str:
+    """1/5/15-minute load averages: other work on the machine skews every number here."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def open_files_limit() -> str:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return "unknown"
+    return f"{soft}/{hard}"
 
 
 def command_line() -> str:
@@ -637,6 +716,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5, help="warmup seconds (default 0.5)")
     parser.add_argument("--json", type=Path, help="write every raw number to this file")
     parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--spread-populate",
+        action="store_true",
+        help="write every spread object once first and run all spread repeats in that runtime "
+        "(slow: ~5 min on a 2-core VM with ext4)",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table as Markdown (BENCHMARKS.md)"
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="show the runtime's log (internal error tracebacks)"
     )
@@ -741,21 +829,36 @@ async def run_cold(args: argparse.Namespace, rows: Rows, raw: dict[str, Any]) ->
 
 async def run_spread(args: argparse.Namespace, rows: Rows, raw: dict[str, Any]) -> None:
     want = args.selected & {"spread-write", "spread-read"}
-    result = await spread_all(args, want)
-    raw["spread"] = result
-    populate = result["populate"]
-    rows.add("spread populate pass (creates files)", populate["calls_per_second"], "calls/s")
-    rows.note_errors("spread populate pass (creates files)", populate["errors"])
-    for repeat in result["repeats"]:
-        for kind in ("spread-read", "spread-write"):
-            if kind not in want:
-                continue
-            window = repeat[kind]
-            name = f"{kind} [fsync]"
-            rows.add(name, window["calls_per_second"], "calls/s")
-            rows.note_errors(name, window["errors_by_type_whole_run"])
-            if window["activations"]:
-                rows.note(name, "objects were (re)activated in the measured window (see --json)")
+    kinds = [kind for kind in ("spread-read", "spread-write") if kind in want]
+    if args.spread_populate:
+        result = await spread_populated(args, want)
+        raw["spread-populated"] = result
+        populate = result["populate"]
+        rows.add("spread populate pass (creates files)", populate["calls_per_second"], "calls/s")
+        rows.note_errors("spread populate pass (creates files)", populate["errors"])
+        windows = [(kind, repeat[kind]) for repeat in result["repeats"] for kind in kinds]
+        label = "populated"
+    else:
+        windows = []
+        for i in range(args.repeat):
+            for kind in kinds:
+                window = await spread_fresh_once(kind, args)
+                raw.setdefault(kind, []).append(window)
+                windows.append((kind, window))
+                progress(
+                    f"{kind} {i + 1}/{args.repeat}: {window['calls_per_second']:,.0f} calls/s, "
+                    f"{window['activations']} activations in the window"
+                )
+        label = "new objects"
+    for kind, window in windows:
+        name = f"{kind} [fsync, {label}]"
+        rows.add(name, window["calls_per_second"], "calls/s")
+        rows.note_errors(name, window["errors_by_type_whole_run"])
+        calls = max(1, window["calls"] + window["failed_calls"])
+        rows.add(f"{kind}: calls that activated their object", 100 * window["activations"] / calls, "%")
+        if kind == "spread-write" and not args.spread_populate:
+            share = 100 * window["first_touch_calls"] / calls
+            rows.add("spread-write: calls that created the file", share, "%")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -813,11 +916,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = trio.run(run, args)
     total = time.perf_counter() - started
     facts["fsync_4k_median_ms_after"] = round(fsync_probe_ms(TMP_ROOT), 3)
+    facts["load_average_after"] = load_average()
     print()
     print(render_table(results["table"]))
     print()
+    if args.markdown:
+        print(render_markdown(results["table"]))
+        print()
     print(f"fsync probe (4 KiB write + fsync, median): {facts['fsync_4k_median_ms_before']} ms "
           f"before, {facts['fsync_4k_median_ms_after']} ms after")  # fmt: skip
+    print(
+        f"load average (1/5/15 min): {facts['load_average_before']} before, "
+        f"{facts['load_average_after']} after (above the CPU count: other work competed)"
+    )
     print(f"total wall time: {total:.1f} s")
     errors = internal_errors(results["raw"])
     if errors:
@@ -836,6 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cold_objects": args.cold_objects,
                 "selected": sorted(args.selected),
                 "fsync_instrumented": SYNC_TIMER.installed,
+                "spread_populate": args.spread_populate,
             },
             "total_seconds": total,
             "table": results["table"],
