@@ -1,4 +1,4 @@
-"""The node: serves an App's objects over HTTP with hypercorn on trio.
+"""The node: serves an App's objects over HTTP and WebSockets with hypercorn on trio.
 
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(server.serve, Config(port=0, data_dir=tmp_path))
@@ -7,10 +7,10 @@ Guarantees (of :func:`serve`)
 - ``task_status.started(urls)`` is called only once the sockets are bound and the runtime is open,
   with the real bound URLs (``port=0`` binds a free port; the URL says which).
 - Graceful shutdown when ``shutdown_trigger`` returns (the CLI passes SIGTERM/SIGINT): ``/readyz``
-  turns 503 at once, hypercorn stops accepting connections and closes idle keep-alive ones, requests
-  in flight get their replies (each call is bounded by ``call_timeout``), then the runtime drains
-  (queued turns finish and commit, every file is closed). ``serve`` returns normally after all of
-  that.
+  turns 503 at once, every WebSocket is closed with 1001 (its ``on_close`` turn still runs),
+  hypercorn stops accepting connections and closes idle keep-alive ones, requests in flight get
+  their replies (each call is bounded by ``call_timeout``), then the runtime drains (queued turns
+  finish and commit, every file is closed). ``serve`` returns normally after all of that.
 - Cancelling ``serve`` stops serving at once but still drains the runtime: nothing committed is
   lost, and no reply is sent for a turn that did not commit.
 
@@ -69,7 +69,7 @@ async def serve(
                 await trio.sleep_forever()
             else:
                 await shutdown_trigger()
-            node.draining = True
+            node.begin_drain()
             log.info("shutting down: draining", extra={"event": "draining"})
 
         async with trio.open_nursery() as nursery:
@@ -126,4 +126,6 @@ def _hypercorn_config(config: Config) -> HypercornConfig:
     hypercorn.errorlog = logging.getLogger("hypercorn.error")
     hypercorn.graceful_timeout = config.call_timeout + _GRACE_AFTER_CALL_TIMEOUT
     hypercorn.include_server_header = False
+    # wsproto reassembles a message up to this size and closes with 1009 past it (websocket.py)
+    hypercorn.websocket_max_message_size = config.max_frame_bytes
     return hypercorn

@@ -10,8 +10,9 @@ Guarantees
 - Readiness: ``ready`` turns false as soon as shutdown begins (before hypercorn stops accepting and
   the runtime drains), so a load balancer stops sending new work while in-flight calls finish.
 
-WebSocket connections are refused (closed before accept, which hypercorn answers with 403) until
-``server/websocket.py`` exists.
+WebSocket connections go to ``websocket.py`` (:class:`~server.websocket.WebSockets`): the same
+path decoding, then their own checks (Origin, token, route) and one loop per connection.
+``begin_drain`` flips readiness and closes every socket with 1001.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from actors.errors import InvalidArgument
 
 from . import codec, http
 from .errors import Unauthorized, body_too_large, error_reply
+from .websocket import WebSockets
 
 if TYPE_CHECKING:
     from actors import Runtime
@@ -58,17 +60,28 @@ class Node:
         self.draining = False
         token = config.auth_token
         self._authorization = None if token is None else b"Bearer " + token.encode()
+        self.websockets = WebSockets(runtime, config, metrics)
 
     @property
     def ready(self) -> bool:
         return not self.draining and not self.runtime.closing
+
+    def begin_drain(self) -> None:
+        """Shutdown begins: /readyz turns 503, new WebSockets are refused and open ones closed with
+        1001 (their ``on_close`` turns still run: the runtime closes only after the connections end)."""
+        self.draining = True
+        self.websockets.close_all()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+            try:
+                segments: tuple[str, ...] | None = _segments(scope.get("raw_path") or scope["path"].encode())
+            except InvalidArgument:
+                segments = None  # refused with 400 by the WebSocket layer, after the ASGI handshake
+            await self.websockets.serve(scope, segments, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
 

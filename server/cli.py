@@ -1,4 +1,4 @@
-"""``actors serve``: run one node from the command line.
+"""``actors serve``: run one node from the command line (and ``actors objects``, in ``admin_cli.py``).
 
 Every :class:`Config` field has a flag and an ``ACTORS_<FIELD>`` environment variable; a flag wins
 over the variable, the variable over the default. ``actors serve`` with neither serves the built-in
@@ -31,7 +31,7 @@ import trio
 
 from actors import Durability
 
-from . import serve
+from . import admin_cli, serve
 from .config import LOG_FORMATS, LOG_LEVELS, Config
 from .logs import configure_logging
 
@@ -136,6 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
                 metavar=option.metavar or (None if option.choices else option.field.upper()),
                 help=help_text,
             )
+    admin_cli.add_objects_parser(commands)
     return parser
 
 
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console script; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "objects":
+        return admin_cli.run(args, os.environ)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return 2

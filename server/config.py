@@ -11,12 +11,14 @@ Guarantees
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from actors import Durability, Settings
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "Config"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "Config", "normalize_origin", "parse_origins"]
 
 _RUNTIME_DEFAULTS = Settings()
 
@@ -54,7 +56,15 @@ class Config:
     #: seconds in which a /ratelimit/{key} bucket refills ``ratelimit_limit`` tokens
     ratelimit_period: float = 60.0
     #: when set, every route but /healthz and /readyz needs ``Authorization: Bearer <token>``
+    #: (WebSocket handshakes may carry it as ``?token=<token>`` instead: browsers cannot set headers)
     auth_token: str | None = None
+    #: browser origins allowed to open WebSockets, each ``scheme://host[:port]`` or ``*`` (any). A
+    #: handshake without ``Origin`` (not a browser) or from the node's own origin (``Host``) is always
+    #: allowed. Empty (the default): any origin while ``host`` is loopback, else only those two.
+    allowed_origins: tuple[str, ...] = ()
+    #: largest WebSocket message, reassembled and decompressed; a larger one closes the socket with
+    #: 1009 (Cloudflare allows 32 MiB; ours is smaller because a message is buffered whole)
+    max_frame_bytes: int = 1024 * 1024
     #: one of LOG_LEVELS
     log_level: str = "info"
     #: one of LOG_FORMATS: ``text`` (key=value) or ``json`` (one JSON object per line)
@@ -75,6 +85,13 @@ class Config:
             raise ValueError("ratelimit_limit must be at least 1 and ratelimit_period positive")
         if self.auth_token is not None and not self.auth_token:
             raise ValueError("auth_token must not be empty (leave it unset to disable auth)")
+        if self.max_frame_bytes < 1:
+            raise ValueError("max_frame_bytes must be at least 1")
+        if isinstance(self.allowed_origins, str):
+            raise TypeError("allowed_origins must be a tuple of origins (see parse_origins)")
+        for origin in self.allowed_origins:
+            if origin != "*":
+                normalize_origin(origin, strict=True)
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -92,7 +109,58 @@ class Config:
         )
 
     @property
+    def binds_loopback(self) -> bool:
+        """Whether ``host`` is a loopback interface (only this machine can connect)."""
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name other than localhost may resolve to anything
+
+    @property
     def bind(self) -> str:
         """``host:port`` as hypercorn takes it (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of origins, as ``--allowed-origins`` and ACTORS_ALLOWED_ORIGINS take it."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def normalize_origin(origin: str, *, strict: bool = False) -> str | None:
+    """``origin`` as ``scheme://host[:port]`` in lower case without its scheme's default port.
+
+    None if it is not such an origin (``null``, a path, an unknown scheme); with ``strict``, raise
+    ValueError naming it instead.
+    """
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme.lower() not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        if strict:
+            raise ValueError(f"allowed_origins: {origin!r} is not '*' or scheme://host[:port]")
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname  # lower case, without brackets
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"

@@ -10,6 +10,7 @@ Guarantees
       400  InvalidArgument, SqlNotAllowed, malformed JSON/CBOR or body shape
       400  LimitExceeded (a name, key or value over a named limit; ``limit`` names it)
       401  Unauthorized           missing or wrong bearer token
+      403  Forbidden              a WebSocket handshake from an Origin not allowed (allowed_origins)
       404  UnknownClass, UnknownMethod, ObjectNotFound, NotFound (no such route)
       405  MethodNotAllowed       (with an ``Allow`` header)
       406  NotAcceptable          the result cannot be written as JSON (bytes, NaN): ask for CBOR
@@ -24,6 +25,25 @@ Guarantees
 - Internal details never reach the caller: an exception that is not an :class:`ActorError` is logged
   with a fresh reference, counted through ``Hooks.internal_error``, and the caller sees only the
   reference.
+
+WebSockets (``websocket.py``) use the same table twice. A handshake refused before accept gets the
+HTTP status above (401 Unauthorized, 403 Forbidden for an Origin, 404 NotFound, 503 ShuttingDown)
+with the same JSON body. After accept, an error either becomes an error frame
+``{"type": "error", "error": <type>, "message": ...}`` (plus ``limit``/``retry_after``; the socket
+stays open) or closes the socket with the code of ``close_code_of`` (``_CLOSE_CODES``,
+``_LIMIT_CLOSE_CODES``; RFC 6455 section 7.4, 4000-4999 are ours):
+
+      1000  the object called ``ws.close()`` (its own code, 1000 or 3000-4999, passes through)
+      1001  ShuttingDown           the node is draining (SIGTERM): every socket is closed with it
+      1009  LimitExceeded ``max_frame_bytes``: a message over ``Config.max_frame_bytes``
+      1011  UserError, ActivationFailed: ``on_connect`` (or ``on_start``) raised; CallTimeout,
+            ObjectReset, InternalError while connecting
+      1013  LimitExceeded ``MAX_SOCKETS_PER_OBJECT``; Overloaded while connecting; LimitExceeded
+            ``MAX_SEND_QUEUE_FRAMES`` (the client reads too slowly; see ``websocket.py``)
+      4400  InvalidArgument and every other CallerError (a bad name, a name over a limit)
+      4404  UnknownClass           no such class in the App (generic route)
+
+The close reason is the error's message, cut to the 123 bytes a close frame can carry.
 """
 
 from __future__ import annotations
@@ -40,16 +60,26 @@ from actors.errors import (
     InternalError,
     LimitExceeded,
     Overloaded,
+    ShuttingDown,
+    UnknownClass,
     UserError,
+    WorldError,
 )
 
 __all__ = [
     "BODY_LIMIT",
+    "FRAME_LIMIT",
+    "SEND_QUEUE_LIMIT",
+    "Forbidden",
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
     "Unauthorized",
+    "as_actor_error",
     "body_too_large",
+    "close_code_of",
+    "close_reason",
+    "error_frame",
     "error_reply",
     "status_of",
 ]
@@ -58,6 +88,10 @@ log = logging.getLogger("server")
 
 #: the ``limit`` named by a request body over ``Config.max_body_bytes``
 BODY_LIMIT = "max_body_bytes"
+#: the ``limit`` named by a WebSocket message over ``Config.max_frame_bytes``
+FRAME_LIMIT = "max_frame_bytes"
+#: the ``limit`` named when a socket's send queue is full (``websocket.MAX_SEND_QUEUE_FRAMES``)
+SEND_QUEUE_LIMIT = "MAX_SEND_QUEUE_FRAMES"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -85,6 +119,12 @@ class Unauthorized(CallerError):
     """The node has an auth token and the request did not carry it as ``Authorization: Bearer``."""
 
     status_hint = 401
+
+
+class Forbidden(CallerError):
+    """The request is understood and refused: a WebSocket handshake from an Origin not allowed."""
+
+    status_hint = 403
 
 
 class NotAcceptable(CallerError):
@@ -120,6 +160,21 @@ def status_of(error: ActorError) -> int:
     return error.status_hint
 
 
+def as_actor_error(exc: BaseException, *, report_internal: Callable[[str, str], None]) -> ActorError:
+    """``exc`` itself if it is an ActorError; else an InternalError naming only a fresh reference,
+    after logging ``exc`` under that reference and reporting it with ``report_internal``."""
+    if isinstance(exc, ActorError):
+        return exc
+    reference = secrets.token_hex(6)
+    log.error(
+        "internal error",
+        exc_info=exc,
+        extra={"event": "internal_error", "reference": reference},
+    )
+    report_internal(reference, repr(exc))
+    return InternalError(f"internal error; reference = {reference}", reference=reference)
+
+
 def error_reply(
     exc: BaseException,
     *,
@@ -131,15 +186,7 @@ def error_reply(
     ``report_internal(reference, message)`` is called for failures that are not an ActorError (the
     node passes ``Hooks.internal_error`` so they are counted).
     """
-    if not isinstance(exc, ActorError):
-        reference = secrets.token_hex(6)
-        log.error(
-            "internal error",
-            exc_info=exc,
-            extra={"event": "internal_error", "reference": reference},
-        )
-        report_internal(reference, repr(exc))
-        exc = InternalError(f"internal error; reference = {reference}", reference=reference)
+    exc = as_actor_error(exc, report_internal=report_internal)
     body = exc.to_dict()
     headers: Headers = []
     if isinstance(exc, UserError):
@@ -156,3 +203,61 @@ def error_reply(
     elif isinstance(exc, Unauthorized):
         headers.append((b"www-authenticate", b"Bearer"))
     return status_of(exc), {"error": body}, headers
+
+
+#### WebSockets: error frames and close codes
+
+#: close codes by error class (looked up along the MRO; the table in the module docstring)
+_CLOSE_CODES: dict[type[ActorError], int] = {
+    ShuttingDown: 1001,
+    Overloaded: 1013,
+    WorldError: 1011,
+    UserError: 1011,
+    UnknownClass: 4404,
+    CallerError: 4400,
+}
+
+#: LimitExceeded whose ``limit`` is one of these closes with this code instead of 4400
+_LIMIT_CLOSE_CODES: dict[str, int] = {
+    FRAME_LIMIT: 1009,
+    "MAX_SOCKETS_PER_OBJECT": 1013,
+    SEND_QUEUE_LIMIT: 1013,
+}
+
+#: bytes of UTF-8 a close frame's reason can carry (RFC 6455: 125-byte payload, 2 for the code)
+_MAX_CLOSE_REASON_BYTES = 123
+
+
+def close_code_of(error: ActorError) -> int:
+    """The WebSocket close code for ``error`` (see the table in the module docstring)."""
+    if isinstance(error, LimitExceeded) and error.limit in _LIMIT_CLOSE_CODES:
+        return _LIMIT_CLOSE_CODES[error.limit]
+    for cls in type(error).__mro__:
+        code = _CLOSE_CODES.get(cls)
+        if code is not None:
+            return code
+    return 1011
+
+
+def close_reason(message: str) -> str:
+    """``message`` cut to what a close frame carries, never splitting a UTF-8 sequence."""
+    data = message.encode()
+    if len(data) <= _MAX_CLOSE_REASON_BYTES:
+        return message
+    return data[: _MAX_CLOSE_REASON_BYTES - 3].decode(errors="ignore") + "..."
+
+
+def error_frame(
+    exc: BaseException,
+    *,
+    debug: bool,
+    report_internal: Callable[[str, str], None],
+) -> dict[str, Any]:
+    """The error frame ``{"type": "error", "error": <type>, "message": ...}`` for ``exc``.
+
+    Logged and reported exactly as :func:`error_reply` does (an unexpected exception is shown only
+    by reference; a user traceback only with ``debug``).
+    """
+    _, body, _ = error_reply(exc, debug=debug, report_internal=report_internal)
+    fields = dict(body["error"])
+    return {"type": "error", "error": fields.pop("type"), **fields}

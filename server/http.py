@@ -2,11 +2,14 @@
 
 Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is the name ``a/b``)::
 
+    GET  /                                      the demo page (text/html)             (no auth)
     GET  /healthz                               200 {"status": "ok"}                 (no auth)
     GET  /readyz                                200 {"status": "ready"} | 503 {"status": "draining"}
     GET  /metrics                               Prometheus text
     POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
     GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null}
+    GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3)
+    DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}
     POST /counter/{name}/increment              optional {"by": n} -> 200 {"value": n}
     GET  /counter/{name}                        200 {"value": n}
     POST /ratelimit/{key}                       200 {"allowed": true, "remaining": n}
@@ -18,19 +21,30 @@ Guarantees
 - Handlers are sans-IO: they take a parsed :class:`Request` and return a :class:`Reply`; reading,
   limits, auth and writing are the ASGI layer's (``asgi.py``). Errors propagate to ``errors.py``.
 - A 2xx reply from a call route means the call's turn committed (the runtime's output gate).
+- An export is a consistent snapshot: it is taken between two turns of the object, after every
+  earlier turn is durable, and is exactly what a restarted node would open. Its temporary file is
+  removed whatever happens (cancellation included). The demo page (``/``) needs no token: it is
+  static, and the browser passes the token it is given to the routes it calls.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
+import trio
+
 from actors.errors import InvalidArgument
 
-from . import codec
+from . import codec, demo
 from .errors import MethodNotAllowed, NotFound
 from .metrics import CONTENT_TYPE_LATEST
 
@@ -116,7 +130,7 @@ def match(method: str, segments: tuple[str, ...]) -> tuple[Route, tuple[str, ...
 def _match_pattern(pattern: tuple[str, ...], segments: tuple[str, ...]) -> tuple[str, ...] | None:
     params = []
     for want, got in zip(pattern, segments, strict=True):
-        if want[0] == "{":
+        if want.startswith("{"):
             params.append(got)
         elif want != got:
             return None
@@ -129,6 +143,11 @@ def _json(node: HandlerContext, request: Request, value: Any, status: int = 200)
 
 
 #### Operations
+
+
+async def demo_page(node: HandlerContext, request: Request) -> Reply:
+    page = demo.PAGE
+    return Reply(200, page.body, page.content_type, list(page.headers))
 
 
 async def healthz(node: HandlerContext, request: Request) -> Reply:
@@ -206,6 +225,42 @@ def _parse_limit(raw: str | None) -> int:
     return limit
 
 
+#### Administration
+
+SQLITE = b"application/vnd.sqlite3"
+
+
+async def export_object(node: HandlerContext, request: Request) -> Reply:
+    cls, name = request.params
+    runtime = node.runtime
+    object_id = runtime.app.id_from_name(cls, name)  # UnknownClass (404) before any file is made
+    # A fresh folder rather than a fresh file: SQLite may add a journal beside the copy, and the
+    # whole folder goes in the end. TODO(perf): stream the file instead of holding it in memory.
+    folder = Path(await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix="actors-export-")))
+    try:
+        snapshot = folder / "snapshot.sqlite3"
+        await runtime.export(object_id, snapshot)  # ObjectNotFound (404) if it has no storage
+        data = await trio.Path(snapshot).read_bytes()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(partial(shutil.rmtree, folder, ignore_errors=True))
+    disposition = f'attachment; filename="{_export_filename(cls, name)}"'.encode()
+    return Reply(200, data, SQLITE, [(b"content-disposition", disposition)])
+
+
+def _export_filename(cls: str, name: str) -> str:
+    """``Class-name.sqlite3`` in characters safe in any header and file system (others become ``_``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", f"{cls}-{name}")[:120].lstrip(".")
+    return f"{stem}.sqlite3"
+
+
+async def delete_object(node: HandlerContext, request: Request) -> Reply:
+    cls, name = request.params
+    runtime = node.runtime
+    await runtime.delete_object(runtime.app.id_from_name(cls, name))
+    return _json(node, request, {"deleted": True})
+
+
 #### Benchmark contract (shared/bench/README.md, "The contract")
 
 
@@ -244,11 +299,14 @@ async def ratelimit(node: HandlerContext, request: Request) -> Reply:
 
 
 ROUTES: tuple[Route, ...] = (
+    Route("GET", ("",), demo_page, needs_auth=False),
     Route("GET", ("healthz",), healthz, needs_auth=False),
     Route("GET", ("readyz",), readyz, needs_auth=False),
     Route("GET", ("metrics",), metrics),
     Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
     Route("GET", ("v1", "objects"), list_objects),
+    Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object),
+    Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object),
     Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),
     Route("GET", ("counter", "{name}"), counter_get),
     Route("POST", ("ratelimit", "{key}"), ratelimit),

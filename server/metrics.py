@@ -7,6 +7,8 @@ Guarantees
 - The metrics live in this object's own ``CollectorRegistry``, never the process-global one, so two
   nodes in one process (tests) never share or clash.
 - Hooks never raise and never block: they only update in-memory values.
+- WebSocket counts are plain integers the connection loops bump (``websocket_*`` attributes, no lock
+  and no label lookup per frame, which matters for chat fan-out); a collector reads them at scrape time.
 
 Label values are bounded by the App, never by what callers send: a call to a class or method the App
 does not have is still counted (``call_finished`` reports it), under the label ``"<unknown>"``.
@@ -14,10 +16,13 @@ does not have is still counted (``call_finished`` reports it), under the label `
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors import App, Hooks, RuntimeStatistics
 
@@ -129,6 +134,20 @@ class Metrics(Hooks):
         self.pending_alarms = Gauge(
             "actors_pending_alarms", "Alarms the scheduler is waiting for.", registry=r
         )
+        self.open_sockets = Gauge(
+            "actors_open_sockets",
+            "WebSockets the runtime holds for objects now, live or evicted (hibernating).",
+            registry=r,
+        )
+        #: accepted WebSocket connections not yet finished
+        self.websocket_connections = 0
+        #: WebSocket messages received from clients (every data frame, decodable or not)
+        self.websocket_messages_in = 0
+        #: WebSocket messages written to clients (object frames and error frames)
+        self.websocket_messages_out = 0
+        #: closed WebSocket connections by the close code the object saw (bounded: 1000-4999)
+        self.websocket_closes: Tally[int] = Tally()
+        r.register(_WebSocketCollector(self))
         # labels() takes a lock and builds a key on every call; the hot path looks children up here
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -182,4 +201,38 @@ class Metrics(Hooks):
         self.max_queue_depth.set(stats.max_queue_depth)
         self.commits_in_flight.set(stats.commits_in_flight)
         self.pending_alarms.set(stats.pending_alarms)
+        self.open_sockets.set(stats.open_sockets)
         return generate_latest(self.registry)
+
+
+class _WebSocketCollector:
+    """Publishes the node's plain WebSocket counts at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        yield GaugeMetricFamily(
+            "actors_websocket_connections",
+            "Accepted WebSocket connections open now.",
+            value=m.websocket_connections,
+        )
+        yield CounterMetricFamily(
+            "actors_websocket_messages_received",
+            "WebSocket messages received from clients.",
+            value=m.websocket_messages_in,
+        )
+        yield CounterMetricFamily(
+            "actors_websocket_messages_sent",
+            "WebSocket messages sent to clients (object frames and error frames).",
+            value=m.websocket_messages_out,
+        )
+        closes = CounterMetricFamily(
+            "actors_websocket_closes",
+            "WebSocket connections closed, by close code.",
+            labels=["code"],
+        )
+        for code, count in sorted(m.websocket_closes.items()):
+            closes.add_metric([str(code)], count)
+        yield closes

@@ -1,18 +1,23 @@
-"""Ready-made object classes every node serves: :class:`Counter` and :class:`RateLimiter`.
+"""Ready-made object classes every node serves: :class:`Counter`, :class:`RateLimiter`,
+:class:`ChatRoom` and :class:`Presence`.
 
-They back the benchmark routes (``/counter/{name}``, ``/ratelimit/{key}``) and are callable through
-the generic API like any user class. A user ``--app`` is served beside them (``App.merged``); a user
-class with the same name as a room is refused at startup rather than silently shadowing it.
+They back the benchmark routes (``/counter/{name}``, ``/ratelimit/{key}``, WebSocket
+``/chat/{room}``) and the WebSocket routes ``/presence/{room}`` and ``/counter/{name}/ws``, and are
+callable through the generic API like any user class. A user ``--app`` is served beside them
+(``App.merged``); a user class with the same name as a room is refused at startup rather than
+silently shadowing it.
 """
 
 from __future__ import annotations
 
 from actors import App
 
+from ._chat import ChatRoom as ChatRoom
 from ._counter import Counter as Counter
+from ._presence import Presence as Presence
 from ._ratelimit import RateLimiter as RateLimiter
 
-__all__ = ["Counter", "RateLimiter", "rooms_app"]
+__all__ = ["ChatRoom", "Counter", "Presence", "RateLimiter", "rooms_app"]
 
 
 def rooms_app(
@@ -30,4 +35,4 @@ def rooms_app(
             (RateLimiter,),
             {"LIMIT": ratelimit_limit, "PERIOD": ratelimit_period, "__module__": __name__},
         )
-    return App([Counter, limiter])
+    return App([Counter, limiter, ChatRoom, Presence])

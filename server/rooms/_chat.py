@@ -40,11 +40,11 @@ class ChatRoom(DurableObject):
 
     async def post(self, user: str, text: str, ts: float | None = None) -> dict[str, Any]:
         """Post a message over HTTP; members on WebSockets receive it like any other."""
-        message = {"user": user, "text": text, "ts": self.env.now() if ts is None else ts}
-        problem = _problem(message)
+        when = self.env.now() if ts is None else ts
+        problem = _problem({"user": user, "text": text, "ts": when})
         if problem:
             raise ValueError(problem)
-        return self._post(user, text, message["ts"])
+        return self._post(user, text, when)
 
     async def history(self, limit: int = HISTORY_MESSAGES) -> list[dict[str, Any]]:
         """The last ``limit`` messages (at most 1,000), oldest first."""

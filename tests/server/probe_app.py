@@ -1,7 +1,8 @@
 """The App the node tests serve with ``--app tests.server.probe_app:app``.
 
 It is the example App (``examples/counter_app.py``, so the example is exercised) plus :class:`Probe`,
-whose methods make a turn slow, raise, return bytes or set an alarm on demand.
+whose methods make a turn slow, raise, return bytes or set an alarm on demand, and
+:class:`SocketProbe`, a user class served on the generic WebSocket route.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import trio
 from counter_app import app as example_app  # examples/ is on PYTHONPATH for the node processes
 
-from actors import App, DurableObject
+from actors import App, DurableObject, WebSocket
 
 
 class Probe(DurableObject):
@@ -46,7 +47,36 @@ class Probe(DurableObject):
         return count
 
 
-app = example_app.merged(App([Probe]))
+class SocketProbe(DurableObject):
+    """Echoes every message; its object name picks how ``on_connect`` behaves.
+
+    Names starting with ``raise`` make ``on_connect`` raise, ``refuse`` close with 4001; any other
+    socket first gets ``{"type": "hello", "binary": ws.binary}``. A message ``"raise"`` makes
+    ``on_message`` raise after a send and a write, both of which must be dropped.
+    """
+
+    async def on_connect(self, ws: WebSocket) -> None:
+        name = self.id.name or ""
+        if name.startswith("raise"):
+            raise RuntimeError("on_connect refused it")
+        if name.startswith("refuse"):
+            ws.close(4001, "go away")
+            return
+        ws.send({"type": "hello", "binary": ws.binary})
+
+    async def on_message(self, ws: WebSocket, data: Any) -> None:
+        self.storage.put("messages", self.storage.get("messages", 0) + 1)
+        if data == "raise":
+            ws.send({"type": "never sent"})
+            raise LookupError("on_message failed")
+        ws.send({"type": "echo", "data": data, "messages": self.storage.get("messages")})
+
+    async def messages(self) -> int:
+        count: int = self.storage.get("messages", 0)
+        return count
+
+
+app = example_app.merged(App([Probe, SocketProbe]))
 
 
 def _clashing_counter() -> type[DurableObject]:
