@@ -56,10 +56,18 @@ class SocketTransport(Protocol):
 class WebSocket:
     """An open socket of an object, as the object sees it. Built by the runtime only."""
 
-    __slots__ = ("_attachment", "_hub", "_object_id", "_transport", "binary", "closed", "id", "tags")
+    __slots__ = (
+        "_attachment", "_hub", "_object_id", "_transport", "binary", "closed", "id", "params", "tags",
+    )  # fmt: skip
 
     def __init__(
-        self, hub: SocketHub, object_id: ObjectId, socket_id: str, transport: SocketTransport, binary: bool
+        self,
+        hub: SocketHub,
+        object_id: ObjectId,
+        socket_id: str,
+        transport: SocketTransport,
+        binary: bool,
+        params: dict[str, str] | None = None,
     ) -> None:
         self._hub = hub
         self._object_id = object_id
@@ -68,6 +76,9 @@ class WebSocket:
         self.id = socket_id
         #: frames of plain values go out as CBOR binary frames (else JSON text frames)
         self.binary = binary
+        #: what the client put in the connection request (the node passes the URL's query
+        #: parameters), e.g. a signed token for ``on_connect`` to verify
+        self.params: dict[str, str] = dict(params or {})
         self.tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         #: the object (or the peer) closed it; sends are ignored
@@ -177,7 +188,12 @@ class SocketHub:
         return sum(len(sockets) for sockets in self._by_object.values())
 
     async def connect(
-        self, object_id: ObjectId, transport: SocketTransport, *, binary: bool = False
+        self,
+        object_id: ObjectId,
+        transport: SocketTransport,
+        *,
+        binary: bool = False,
+        params: dict[str, str] | None = None,
     ) -> WebSocket:
         """Register a new socket and run ``on_connect`` as a turn.
 
@@ -191,7 +207,7 @@ class SocketHub:
                 f"{object_id} has {len(sockets)} sockets; MAX_SOCKETS_PER_OBJECT is {MAX_SOCKETS_PER_OBJECT}",
                 limit="MAX_SOCKETS_PER_OBJECT",
             )
-        ws = WebSocket(self, object_id, f"s{next(self._ids)}", transport, binary)
+        ws = WebSocket(self, object_id, f"s{next(self._ids)}", transport, binary, params)
         sockets[ws.id] = ws
 
         async def turn(instance: DurableObject) -> None:

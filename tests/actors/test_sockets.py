@@ -169,3 +169,17 @@ async def test_sending_outside_a_turn_or_on_another_objects_socket_is_refused(tm
             await t.get("Thief", "t").steal()
         with pytest.raises(InvalidArgument, match="close code"):
             stolen[0].close(1006)
+
+
+async def test_on_connect_sees_the_connection_params_and_can_refuse_a_bad_token(tmp_path):
+    class Guarded(DurableObject):
+        async def on_connect(self, ws: WebSocket) -> None:
+            if ws.params.get("token") != "s3cret":
+                ws.close(4001, "bad token")
+
+    async with open_test_runtime(App([Guarded]), tmp_path) as t:
+        good, bad = Recorder(), Recorder()
+        guarded = t.id("Guarded", "g")
+        await t.runtime.sockets.connect(guarded, good, params={"token": "s3cret"})
+        await t.runtime.sockets.connect(guarded, bad, params={"token": "guess"})
+        assert (good.events, bad.events) == ([], ["close 4001 bad token"])
