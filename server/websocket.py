@@ -26,6 +26,9 @@ Then the node accepts, resolves the object id (close 4400 or 4404 if it cannot) 
 socket with ``runtime.sockets.connect``, which runs ``on_connect`` as a turn (close 1011 if it
 raised, 1013 past ``MAX_SOCKETS_PER_OBJECT``). Every close code is in the table of ``errors.py``.
 
+The object sees the URL's query parameters as ``ws.params`` (e.g. a signed token that
+``on_connect`` verifies), without ``format`` and, on a node with a token, without ``token``.
+
 Formats: text frames carry JSON, binary frames CBOR, in both directions. Plain values the object
 sends go out as JSON text frames unless the client asked for CBOR, with the subprotocol ``cbor``
 (``Sec-WebSocket-Protocol: cbor``) or ``?format=cbor``; the subprotocol ``json`` is accepted too.
@@ -53,6 +56,12 @@ Guarantees
 
 XX: hypercorn 0.18 reports every close the client started as 1006 (pgjones/hypercorn#127), losing
 the client's code. ``on_close`` gets the node's own code when the node closed, else 1006.
+Memory: an idle socket whose object hibernates costs the node about 27 KB of RSS
+(``tests/benchmarks/bench_idle_sockets.py``); about 21 KB of that is hypercorn's and trio's own per
+connection (a bare ASGI app that only awaits ``receive`` measures that much).
+TODO(perf): start the writer task only while frames wait, and let it exit after a quiet period
+(about 3 KB less per idle socket: its task and the connection's nursery).
+
 XX: hypercorn shields its socket writes. A client that stops reading altogether keeps its writer
 blocked until TCP gives up; the object forgets the socket after ``CLOSE_TIMEOUT_SECONDS`` all the
 same, but the connection's memory is held until then.
@@ -63,7 +72,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections import deque
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
@@ -73,7 +82,7 @@ import cbor2
 import trio
 
 from actors import limits
-from actors.errors import ActorError, InvalidArgument, LimitExceeded, ShuttingDown
+from actors.errors import ActorError, InvalidArgument, LimitExceeded, Overloaded, ShuttingDown
 
 from . import codec
 from .config import normalize_origin
@@ -152,6 +161,18 @@ def match(segments: tuple[str, ...]) -> tuple[WsRoute, str, str]:
     raise NotFound("no WebSocket route: /" + "/".join(segments))
 
 
+@dataclass(frozen=True, slots=True)
+class _Handshake:
+    """What an accepted handshake asked for."""
+
+    route: WsRoute
+    cls: str
+    name: str
+    binary: bool  # the client asked for CBOR
+    subprotocol: str | None  # the one accepted, of those the client offered
+    params: dict[str, str]  # the query parameters the object sees (``ws.params``)
+
+
 @final
 class WebSockets:
     """Every WebSocket connection of one node (``Node.websockets``); see the module docstring."""
@@ -183,22 +204,21 @@ class WebSockets:
         """Serve one WebSocket connection to its end. ``segments`` is the decoded path (None: not UTF-8)."""
         if (await receive())["type"] != "websocket.connect":
             return
-        route: WsRoute | None = None
         try:
-            route, cls, name, binary, subprotocol = self._check_handshake(scope, segments)
+            handshake = self._check_handshake(scope, segments)
         except Exception as exc:
-            await self._refuse(send, exc, "<none>" if route is None else route.name)
+            await self._refuse(send, exc)
             return
-        route_name = route.name
+        route_name = handshake.route.name
         # No checkpoint since the draining check: close_all cannot miss this connection.
-        connection = _Connection(send, binary, self.metrics)
+        connection = _Connection(send, handshake.binary, self.metrics)
         self._connections.add(connection)
         try:
-            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
             self.metrics.request_finished(route_name, 101)
             self.metrics.websocket_connections += 1
             try:
-                code = await self._serve_accepted(connection, cls, name, receive)
+                code = await self._serve_accepted(connection, handshake, receive)
             finally:
                 self.metrics.websocket_connections -= 1
             self.metrics.websocket_closes[code] += 1
@@ -210,10 +230,8 @@ class WebSockets:
         finally:
             self._connections.discard(connection)
 
-    def _check_handshake(
-        self, scope: Message, segments: tuple[str, ...] | None
-    ) -> tuple[WsRoute, str, str, bool, str | None]:
-        """The route, class, name, CBOR wanted, subprotocol; or the error that refuses the handshake."""
+    def _check_handshake(self, scope: Message, segments: tuple[str, ...] | None) -> _Handshake:
+        """What the handshake asks for, or the error that refuses it (in the order of the docstring)."""
         if segments is None:
             raise InvalidArgument("the path is not valid percent-encoded UTF-8")
         query = _parse_query(scope["query_string"])
@@ -231,39 +249,65 @@ class WebSockets:
         route, cls, object_name = match(segments)
         if self.draining or self.runtime.closing:
             raise ShuttingDown("the node is shutting down")
-        return route, cls, object_name, binary, subprotocol
+        # The object sees the query parameters except the ones the node consumed (the node's token
+        # is not the object's business; without a node token, ``token`` is the object's own).
+        query.pop("format", None)
+        if self._token is not None:
+            query.pop("token", None)
+        return _Handshake(route, cls, object_name, binary, subprotocol, query)
 
-    async def _serve_accepted(self, connection: _Connection, cls: str, name: str, receive: Receive) -> int:
+    async def _serve_accepted(self, connection: _Connection, handshake: _Handshake, receive: Receive) -> int:
         """Register the socket, read until it closes, unregister it; returns the close code."""
         hub = self.runtime.sockets
         object_id: ObjectId | None = None
         ws: WebSocket | None = None
         code, reason = 1006, ""
         async with trio.open_nursery() as nursery:
+            connection.attach(nursery.cancel_scope)  # a close started bounds the rest in time
             nursery.start_soon(connection.serve_writer, self._internal_error)
             try:
                 try:
-                    object_id = self.runtime.app.id_from_name(cls, name)
-                    ws = await hub.connect(object_id, connection, binary=connection.binary)
+                    object_id = self.runtime.app.id_from_name(handshake.cls, handshake.name)
+                    ws = await hub.connect(
+                        object_id, connection, binary=connection.binary, params=handshake.params
+                    )
                 except Exception as exc:
                     error = as_actor_error(exc, report_internal=self._internal_error)
                     connection.close_nowait(close_code_of(error), close_reason(error.message))
-                with connection.reader_scope:
-                    code, reason = await self._read(connection, object_id, ws, receive)
+                code, reason = await self._read(connection, object_id, ws, receive)
             finally:
                 if connection.close_code is not None:  # the node closed: hypercorn cannot tell
                     code, reason = connection.close_code, connection.close_reason
                 if ws is not None and object_id is not None:
-                    with trio.CancelScope(shield=True):  # bounded by the turn's call_timeout
-                        try:
-                            await hub.disconnect(object_id, ws, code, reason)
-                        except ActorError as exc:  # on_close raised, or the runtime is closing
-                            log.warning(
-                                "on_close failed",
-                                extra={"event": "on_close_failed", "type": exc.type, "error": exc.message},
-                            )
+                    with trio.CancelScope(shield=True):  # bounded by call_timeout
+                        await self._disconnect(object_id, ws, code, reason)
                 nursery.cancel_scope.cancel()
         return code
+
+    async def _disconnect(self, object_id: ObjectId, ws: WebSocket, code: int, reason: str) -> None:
+        """Unregister the socket and run ``on_close``. An ``on_close`` refused with Overloaded never
+        reached the object, so it is retried after ``retry_after`` until ``call_timeout`` (a crowd
+        leaving at once, as in a drain, can outnumber ``max_queue_depth``); other failures are logged:
+        ``on_close`` has no caller to tell."""
+        hub, deadline = self.runtime.sockets, trio.current_time() + self.config.call_timeout
+        while True:
+            try:
+                await hub.disconnect(object_id, ws, code, reason)  # unregisters first, every time
+                return
+            except Overloaded as exc:
+                if trio.current_time() + exc.retry_after < deadline:
+                    await trio.sleep(exc.retry_after)
+                    continue
+                failure: ActorError = exc
+            except ShuttingDown:
+                return  # the runtime closes only after hypercorn gave up on this connection
+            except ActorError as exc:  # on_close raised
+                failure = exc
+            log.warning(
+                "on_close failed",
+                extra={"event": "on_close_failed", "type": failure.type, "error": failure.message},
+            )
+            return
 
     async def _read(
         self, connection: _Connection, object_id: ObjectId | None, ws: WebSocket | None, receive: Receive
@@ -323,7 +367,8 @@ class WebSockets:
             return
         raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)")
 
-    async def _refuse(self, send: Send, exc: Exception, route_name: str) -> None:
+    async def _refuse(self, send: Send, exc: Exception) -> None:
+        """Answer the handshake with the HTTP error reply of ``exc`` instead of accepting it."""
         status, body, headers = error_reply(
             exc, debug=self.config.debug, report_internal=self._internal_error
         )
@@ -331,7 +376,7 @@ class WebSockets:
         headers = [(b"content-type", codec.JSON), (b"content-length", str(len(data)).encode()), *headers]
         await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": data})
-        self.metrics.request_finished(route_name, status)
+        self.metrics.request_finished("<none>", status)
 
 
 @final
@@ -340,45 +385,62 @@ class _Connection:
 
     ``send_nowait`` and ``close_nowait`` only queue (the hub calls them as a turn's commit releases
     its frames); ``serve_writer`` writes the queue in order and then the close, if one was started.
+    Kept small: thousands of these sit idle while their objects hibernate.
     """
 
     __slots__ = (
-        "_parked", "_queue", "_send", "binary", "close_code", "close_reason", "metrics", "reader_scope",
+        "_deadline", "_parked", "_pending", "_queue", "_scope", "_send", "binary", "close_code",
+        "close_reason", "metrics",
     )  # fmt: skip
 
     def __init__(self, send: Send, binary: bool, metrics: Metrics) -> None:
         self._send = send
-        self._queue: deque[str | bytes] = deque()
+        #: frames not yet taken by the writer (a list the writer swaps out: cheaper than a deque idle)
+        self._queue: list[str | bytes] = []
+        #: frames queued and not yet written (the queue plus the writer's batch)
+        self._pending = 0
         #: the writer, while it waits for a frame
         self._parked: trio.lowlevel.Task | None = None
+        #: the connection's cancel scope, once it runs; a close started sets its deadline
+        self._scope: trio.CancelScope | None = None
+        self._deadline = math.inf
         self.binary = binary
         self.metrics = metrics
         #: the code of the close the node started; None while open or if only the client closed
         self.close_code: int | None = None
         self.close_reason = ""
-        #: the reader's scope: once a close starts, its deadline bounds the close handshake
-        self.reader_scope = trio.CancelScope()
+
+    def attach(self, scope: trio.CancelScope) -> None:
+        """``scope`` ends the connection; a close started later (or earlier) bounds it in time."""
+        scope.deadline = self._deadline
+        self._scope = scope
 
     def send_nowait(self, data: str | bytes) -> None:
         if self.close_code is not None:
             return
-        if len(self._queue) >= MAX_SEND_QUEUE_FRAMES:
-            self._queue.clear()  # the client cannot keep up: drop the backlog and close at once
+        if self._pending >= MAX_SEND_QUEUE_FRAMES:
+            self._queue = []  # the client cannot keep up: drop the backlog (the writer drops its batch)
+            self._pending = 0
             error = LimitExceeded(
                 f"the client fell {MAX_SEND_QUEUE_FRAMES} frames behind", limit=SEND_QUEUE_LIMIT
             )
             self.close_nowait(close_code_of(error), error.message)
             return
         self._queue.append(data)
+        self._pending += 1
         self._wake()
 
     def close_nowait(self, code: int, reason: str) -> None:
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
-        scope = self.reader_scope
-        scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_TIMEOUT_SECONDS)
+        self._give_up_after(CLOSE_TIMEOUT_SECONDS)
         self._wake()
+
+    def _give_up_after(self, seconds: float) -> None:
+        self._deadline = min(self._deadline, trio.current_time() + seconds)
+        if self._scope is not None:
+            self._scope.deadline = self._deadline
 
     def _wake(self) -> None:
         task = self._parked
@@ -392,28 +454,31 @@ class _Connection:
 
     async def serve_writer(self, report_internal: Callable[[str, str], None]) -> None:
         """Write queued frames in order, then the close; park (no task switch per frame) when idle."""
-        send, queue, metrics = self._send, self._queue, self.metrics
+        send, metrics = self._send, self.metrics
         try:
             while True:
-                while queue:
-                    data = queue.popleft()
+                batch, self._queue = self._queue, []
+                for data in batch:
+                    if self._pending == 0:
+                        break  # dropped: the client fell too far behind
                     if type(data) is str:
                         await send({"type": "websocket.send", "text": data})
                     else:
                         await send({"type": "websocket.send", "bytes": data})
+                    self._pending -= 1
                     metrics.websocket_messages_out += 1
+                if self._queue:
+                    continue
                 if self.close_code is not None:
                     code, reason = self.close_code, self.close_reason
                     await send({"type": "websocket.close", "code": code, "reason": reason})
                     return
                 self._parked = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(self._abort)
-        except Exception as exc:  # hypercorn refused a message: a bug; the reader times the socket out
+        except Exception as exc:  # hypercorn refused a message: a bug; give the socket up soon
             as_actor_error(exc, report_internal=report_internal)
             self.close_code = self.close_code or 1011
-            self.reader_scope.deadline = min(
-                self.reader_scope.deadline, trio.current_time() + CLOSE_TIMEOUT_SECONDS
-            )
+            self._give_up_after(CLOSE_TIMEOUT_SECONDS)
 
 
 #### Decoding

@@ -51,7 +51,7 @@ class SocketProbe(DurableObject):
     """Echoes every message; its object name picks how ``on_connect`` behaves.
 
     Names starting with ``raise`` make ``on_connect`` raise, ``refuse`` close with 4001; any other
-    socket first gets ``{"type": "hello", "binary": ws.binary}``. A message ``"raise"`` makes
+    socket first gets ``{"type": "hello", "binary": ws.binary, "params": ws.params}``. A message ``"raise"`` makes
     ``on_message`` raise after a send and a write, both of which must be dropped.
     """
 
@@ -62,7 +62,7 @@ class SocketProbe(DurableObject):
         if name.startswith("refuse"):
             ws.close(4001, "go away")
             return
-        ws.send({"type": "hello", "binary": ws.binary})
+        ws.send({"type": "hello", "binary": ws.binary, "params": ws.params})
 
     async def on_message(self, ws: WebSocket, data: Any) -> None:
         self.storage.put("messages", self.storage.get("messages", 0) + 1)

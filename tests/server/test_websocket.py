@@ -96,11 +96,21 @@ async def test_counter_subscribers_get_the_value_on_join_and_after_every_http_ch
 
 async def test_a_user_class_gets_its_socket_events_on_the_generic_route(node: Node, unique: str) -> None:
     async with open_socket(node, f"/v1/objects/SocketProbe/{unique}/ws") as ws:
-        assert await receive(ws) == {"type": "hello", "binary": False}
+        assert await receive(ws) == {"type": "hello", "binary": False, "params": {}}
         await send_json(ws, {"n": 1})
         assert await receive(ws) == {"type": "echo", "data": {"n": 1}, "messages": 1}
         await ws.send_message(cbor2.dumps(["binary", "in"]))  # binary in, JSON text out
         assert await receive(ws) == {"type": "echo", "data": ["binary", "in"], "messages": 2}
+
+
+async def test_the_object_sees_the_query_parameters_but_not_the_ones_the_node_consumed(
+    node: Node, strict_node: Node, unique: str
+) -> None:
+    path = f"/v1/objects/SocketProbe/{unique}/ws?room=a%20b&token=signed.by.app&format=json"
+    async with open_socket(node, path) as ws:  # no node token: ``token`` is the app's own
+        assert (await receive(ws))["params"] == {"room": "a b", "token": "signed.by.app"}
+    async with open_socket(strict_node, f"/v1/objects/SocketProbe/{unique}/ws?token={TOKEN}&x=1") as ws:
+        assert (await receive(ws))["params"] == {"x": "1"}
 
 
 @pytest.mark.parametrize(
@@ -116,7 +126,7 @@ async def test_a_client_that_asks_for_cbor_gets_binary_cbor_frames(
         assert ws.subprotocol == accepted
         hello = await ws.get_message()
         assert isinstance(hello, bytes)
-        assert cbor2.loads(hello) == {"type": "hello", "binary": True}
+        assert cbor2.loads(hello) == {"type": "hello", "binary": True, "params": {}}
         await ws.send_message(cbor2.dumps({"blob": b"\x00\xff"}))
         assert await receive(ws) == {"type": "echo", "data": {"blob": b"\x00\xff"}, "messages": 1}
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionRejected
 
-from actors import Durability, Settings, open_runtime
+from actors import App, Durability, DurableObject, Settings, WebSocket, open_runtime
 from server import Config, Node, load_app, serve
 from server.metrics import Metrics
 from server.websocket import MAX_SEND_QUEUE_FRAMES
@@ -179,3 +180,51 @@ async def test_allowed_origins_refuse_other_browser_origins_before_accept(tmp_pa
                 async with open_socket(url, "/counter/c/ws", headers=headers) as ws:
                     assert await receive(ws) == {"type": "value", "value": 0}
             stop.set()
+
+
+class SlowToLeave(DurableObject):
+    async def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+        await trio.sleep(1)  # holds the turn: the next on_close waits, the one after is Overloaded
+        self.storage.put("left", [*self.storage.get("left", []), code])
+
+    async def left(self) -> list[int]:
+        codes: list[int] = self.storage.get("left", [])
+        return codes
+
+
+async def test_on_close_refused_as_overloaded_is_retried_until_it_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = App([SlowToLeave])
+    metrics = Metrics(app)
+    settings = Settings(max_queue_depth=1)
+    async with open_runtime(app, tmp_path, settings=settings, hooks=metrics, io_in_threads=False) as runtime:
+        node = Node(runtime, Config(data_dir=tmp_path), metrics)
+        path = "/v1/objects/SlowToLeave/room/ws"
+        scope = {
+            "type": "websocket",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [],
+        }
+        clients = [trio.open_memory_channel[dict[str, Any]](10) for _ in range(3)]
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _, from_client in clients:
+                nursery.start_soon(node, scope, from_client.receive, send)
+            for to_node, _ in clients:  # one by one: each on_connect is a turn too
+                await to_node.send({"type": "websocket.connect"})
+                await trio.testing.wait_all_tasks_blocked()
+            assert runtime.sockets.count() == 3
+            for to_node, _ in clients:  # all three leave at once: 1 runs, 1 waits, 1 is refused
+                await to_node.send({"type": "websocket.disconnect", "code": 1000})
+        assert await runtime.get("SlowToLeave", "room").left() == [1000, 1000, 1000]
+        assert trio.current_time() - started >= 3  # one second per on_close, one at a time
+        assert [m["type"] for m in sent] == ["websocket.accept"] * 3
+        assert metrics.websocket_closes[1000] == 3
