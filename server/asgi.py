@@ -1,4 +1,4 @@
-"""The node's one ASGI callable: :class:`Node` turns HTTP requests into runtime calls.
+"""The node's one ASGI callable: :class:`Node` turns HTTP requests and WebSockets into runtime calls.
 
 Guarantees
 - Every HTTP request gets exactly one reply, with ``Content-Length``, unless the client disconnected

@@ -32,7 +32,7 @@ import trio
 from actors import Durability
 
 from . import admin_cli, serve
-from .config import LOG_FORMATS, LOG_LEVELS, Config
+from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
 
 __all__ = ["config_from_args", "main"]
@@ -97,6 +97,7 @@ _OPTIONS = (
     _Option("max_queue_depth", int, "calls queued per object before 503 Overloaded"),
     _Option("call_timeout", float, "seconds a call may take, queueing included, before 504"),
     _Option("max_body_bytes", int, "largest request body before 413"),
+    _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
     _Option("ratelimit_limit", int, "burst of each /ratelimit/{key} token bucket"),
     _Option("ratelimit_period", float, "seconds to refill a whole /ratelimit/{key} bucket"),
     _Option(
@@ -104,6 +105,13 @@ _OPTIONS = (
         _optional_str,
         "require Authorization: Bearer TOKEN (prefer the variable: flags show in ps)",
         metavar="TOKEN",
+    ),
+    _Option(
+        "allowed_origins",
+        parse_origins,
+        "browser origins that may open WebSockets: comma-separated scheme://host[:port] or *"
+        " (empty: any origin on a loopback host, else only the node's own)",
+        metavar="ORIGINS",
     ),
     _Option("log_level", str, "log level", choices=LOG_LEVELS),
     _Option("log_format", str, "one line per event as key=value text or JSON", choices=LOG_FORMATS),
@@ -130,7 +138,8 @@ def _build_parser() -> argparse.ArgumentParser:
         else:
             serve_parser.add_argument(
                 option.flag,
-                type=option.parse,
+                # With choices, argparse checks the raw text; config_from_args converts it.
+                type=str if option.choices else option.parse,
                 default=None,
                 choices=option.choices,
                 metavar=option.metavar or (None if option.choices else option.field.upper()),
@@ -148,6 +157,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
     values: dict[str, Any] = {}
     for option in _OPTIONS:
         value = getattr(args, option.field)
+        if value is not None and option.choices is not None:
+            value = option.parse(value)
         if value is None and option.env in environ:
             raw = environ[option.env]
             if option.choices is not None and raw not in option.choices:

@@ -54,14 +54,14 @@ Guarantees
 - Drain: ``close_all`` (called as shutdown begins) closes every socket with 1001 while the runtime
   is still open, so the ``on_close`` turns run and commit before the runtime closes.
 
-XX: hypercorn 0.18 reports every close the client started as 1006 (pgjones/hypercorn#127), losing
-the client's code. ``on_close`` gets the node's own code when the node closed, else 1006.
 Memory: an idle socket whose object hibernates costs the node about 27 KB of RSS
 (``tests/benchmarks/bench_idle_sockets.py``); about 21 KB of that is hypercorn's and trio's own per
 connection (a bare ASGI app that only awaits ``receive`` measures that much).
 TODO(perf): start the writer task only while frames wait, and let it exit after a quiet period
 (about 3 KB less per idle socket: its task and the connection's nursery).
 
+XX: hypercorn 0.18 reports every close the client started as 1006 (pgjones/hypercorn#127), losing
+the client's code. ``on_close`` gets the node's own code when the node closed, else 1006.
 XX: hypercorn shields its socket writes. A client that stops reading altogether keeps its writer
 blocked until TCP gives up; the object forgets the socket after ``CLOSE_TIMEOUT_SECONDS`` all the
 same, but the connection's memory is held until then.
@@ -114,8 +114,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: frames that may wait for one client; past it the client is too slow and is closed with 1013.
-#: Room for a burst of fan-out (a chat room of 1,000 members all posting at once) without holding
-#: more than a few MiB per connection.
+#: Room for a burst of fan-out (a chat room of 1,000 members all posting at once). A broadcast frame
+#: is one string shared by every member's queue, so a full queue mostly holds references.
 MAX_SEND_QUEUE_FRAMES: Final = 1024
 
 #: seconds a close the node started may take (flushing queued frames, the client's reply) before
@@ -489,9 +489,14 @@ def _decode_json(text: str, limit: int) -> Any:
     if len(text) > limit // 4 and len(text.encode()) > limit:
         raise LimitExceeded(f"message is over max_frame_bytes ({limit})", limit=FRAME_LIMIT)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"malformed JSON message: {exc}") from None
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has neither, and a browser could not read them back."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _decode_cbor(data: bytes) -> Any:

@@ -16,6 +16,7 @@ Limits: ``MAX_USER_CHARS`` and ``MAX_TEXT_CHARS``. Messages are kept in the room
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 from actors import DurableObject, WebSocket
@@ -83,6 +84,6 @@ def _problem(data: Any) -> str | None:
         return f"user must be a non-empty string of at most {MAX_USER_CHARS} characters"
     if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
         return f"text must be a string of at most {MAX_TEXT_CHARS} characters"
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        return "ts must be a number"
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return "ts must be a finite number"
     return None

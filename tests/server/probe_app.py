@@ -51,8 +51,8 @@ class SocketProbe(DurableObject):
     """Echoes every message; its object name picks how ``on_connect`` behaves.
 
     Names starting with ``raise`` make ``on_connect`` raise, ``refuse`` close with 4001; any other
-    socket first gets ``{"type": "hello", "binary": ws.binary, "params": ws.params}``. A message ``"raise"`` makes
-    ``on_message`` raise after a send and a write, both of which must be dropped.
+    socket first gets ``{"type": "hello", "binary": ws.binary, "params": ws.params}``. A message
+    ``"raise"`` makes ``on_message`` raise after a send and a write, both of which must be dropped.
     """
 
     async def on_connect(self, ws: WebSocket) -> None:

@@ -160,3 +160,12 @@ def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
     for forged in ("", "!!", encode_cursor(("a", "b", "c"))[:-3], "WzEsMiwzXQ"):
         with pytest.raises(actor_errors.InvalidArgument, match=r"^cursor is not one this node returned$"):
             decode_cursor(forged)
+
+
+def test_the_durability_flag_accepts_each_documented_value():
+    from actors import Durability
+    from server.cli import _build_parser, config_from_args
+
+    for value in ("fsync", "power-loss-unsafe"):
+        args = _build_parser().parse_args(["serve", "--durability", value])
+        assert config_from_args(args, {}).durability is Durability(value)

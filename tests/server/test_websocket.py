@@ -161,6 +161,8 @@ async def test_frames_that_do_not_decode_get_error_frames_and_the_socket_stays_u
         await receive(ws)
         await ws.send_message("{not json")
         bad_json = await receive(ws)
+        await ws.send_message('{"user": "ann", "text": "x", "ts": NaN}')
+        nan = await receive(ws)
         await ws.send_message(b"\xff\xff")
         bad_cbor = await receive(ws)
         await ws.send_message(cbor2.dumps(cbor2.CBORTag(4000, "x")))
@@ -174,6 +176,7 @@ async def test_frames_that_do_not_decode_get_error_frames_and_the_socket_stays_u
     assert bad_json["type"] == "error"
     assert bad_json["error"] == "InvalidArgument"
     assert bad_json["message"].startswith("malformed JSON message: ")
+    assert nan["message"] == "malformed JSON message: NaN is not JSON"
     assert bad_cbor["message"].startswith("malformed CBOR message: ")
     assert tagged["message"] == "message: CBOR CBORTag is not a plain value"
     assert int_key["message"] == "message: map key 1 is not a string"
