@@ -19,9 +19,9 @@ until enough tokens will be back. So a burst of ``LIMIT`` requests passes, then 
 Tokens and waits are rounded to 1e-6 before comparing, so float error in epoch seconds never turns
 an exact refill into a refusal (or a 300 ms wait into 301).
 
-State: one storage key, ``bucket = [tokens, updated_at]`` with ``updated_at`` in epoch seconds (see
-``_clock.py`` for why epoch, and why it is read through trio). If the wall clock went backwards
-across a restart, the elapsed time counts as 0: the bucket never refills from a negative interval.
+State: one storage key, ``bucket = [tokens, updated_at]`` with ``updated_at`` in epoch seconds from
+``self.env.now()`` (the runtime's epoch clock, virtual under trio's MockClock). If the wall clock went
+backwards across a restart, the elapsed time counts as 0: the bucket never refills from a negative interval.
 
 Policy: subclass and set ``LIMIT`` / ``PERIOD`` (``class ApiLimiter(RateLimiter): LIMIT = 10``).
 """
@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 from actors import DurableObject
 from actors.errors import InvalidArgument
 
-from ._clock import epoch_now
 
 _KEY = "bucket"
 #: tokens and waits are rounded to 1e-6: epoch seconds near 1.8e9 carry only ~0.2 µs of precision, so
@@ -56,7 +55,7 @@ class RateLimiter(DurableObject):
         """
         if type(cost) is not int or not 1 <= cost <= self.LIMIT:
             raise InvalidArgument(f"cost must be an int in 1..{self.LIMIT}, not {cost!r}")
-        now = epoch_now()
+        now = self.env.now()
         tokens = self._tokens(now)
         if tokens < cost:
             wait_ms = round((cost - tokens) * self.PERIOD * 1000 / self.LIMIT, _DIGITS)
@@ -67,7 +66,7 @@ class RateLimiter(DurableObject):
 
     async def peek(self) -> dict[str, Any]:
         """The tokens available now, without taking any: ``{"remaining": n, "limit": LIMIT}``."""
-        tokens = self._tokens(epoch_now())
+        tokens = self._tokens(self.env.now())
         return {"remaining": math.floor(tokens), "limit": self.LIMIT}
 
     def _tokens(self, now: float) -> float:
