@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 from actors import DurableObject
 from actors.errors import InvalidArgument
 
-
 _KEY = "bucket"
 #: tokens and waits are rounded to 1e-6: epoch seconds near 1.8e9 carry only ~0.2 µs of precision, so
 #: without it exactly 0.6 s of refill could read as 0.99999995 tokens and refuse a request it allows
