@@ -14,6 +14,7 @@ from ._alarms import ALARM_MAX_RETRIES as ALARM_MAX_RETRIES
 from ._alarms import ALARM_RETRY_START_SECONDS as ALARM_RETRY_START_SECONDS
 from ._app import App as App
 from ._catalog import CatalogEntry as CatalogEntry
+from ._codec import describe_unserializable as plain_value_problem
 from ._hooks import ActivationStatistics as ActivationStatistics
 from ._hooks import Hooks as Hooks
 from ._hooks import RuntimeStatistics as RuntimeStatistics
@@ -54,4 +55,5 @@ __all__ = [
     "errors",
     "limits",
     "open_runtime",
+    "plain_value_problem",
 ]

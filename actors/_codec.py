@@ -19,7 +19,10 @@ _SCALARS = (type(None), bool, int, float, str, bytes)
 
 
 def describe_unserializable(value: Any, where: str) -> str | None:
-    """Return why ``value`` is not a plain value (naming the path from ``where``), or None if it is."""
+    """Return why ``value`` is not a plain value (naming the path from ``where``), or None if it is.
+
+    Public as ``actors.plain_value_problem``: the node checks decoded frames with it.
+    """
     return _check(value, where, 0)
 
 

@@ -81,7 +81,7 @@ from urllib.parse import parse_qs
 import cbor2
 import trio
 
-from actors import limits
+from actors import plain_value_problem
 from actors.errors import ActorError, InvalidArgument, LimitExceeded, Overloaded, ShuttingDown
 
 from . import codec
@@ -504,37 +504,10 @@ def _decode_cbor(data: bytes) -> Any:
         value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types for malformed input
         raise InvalidArgument(f"malformed CBOR message: {exc}") from None
-    problem = _not_plain(value, "message", 0)
+    problem = plain_value_problem(value, "message")
     if problem:
         raise InvalidArgument(problem)
     return value
-
-
-_SCALARS = (type(None), bool, int, float, str, bytes)
-
-
-def _not_plain(value: Any, where: str, depth: int) -> str | None:
-    """Why a decoded CBOR value is not a plain value (tags, undefined, non-str keys, too deep), or None."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return None
-    if depth >= limits.MAX_VALUE_DEPTH:
-        return f"{where}: nested deeper than MAX_VALUE_DEPTH ({limits.MAX_VALUE_DEPTH})"
-    if kind is list:
-        for index, item in enumerate(value):
-            problem = _not_plain(item, f"{where}[{index}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return f"{where}: map key {key!r} is not a string"
-            problem = _not_plain(item, f"{where}[{key!r}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where}: CBOR {kind.__name__} is not a plain value"
 
 
 #### Handshake

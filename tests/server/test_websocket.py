@@ -178,8 +178,8 @@ async def test_frames_that_do_not_decode_get_error_frames_and_the_socket_stays_u
     assert bad_json["message"].startswith("malformed JSON message: ")
     assert nan["message"] == "malformed JSON message: NaN is not JSON"
     assert bad_cbor["message"].startswith("malformed CBOR message: ")
-    assert tagged["message"] == "message: CBOR CBORTag is not a plain value"
-    assert int_key["message"] == "message: map key 1 is not a string"
+    assert tagged["message"] == "message: CBORTag is not serializable"
+    assert int_key["message"] == "message: dict key 1 is a int, not a str"
     assert refused == {
         "type": "error",
         "message": "user must be a non-empty string of at most 64 characters",
