@@ -124,14 +124,7 @@ async def test_a_client_that_falls_too_far_behind_is_closed_1013_and_its_backlog
             if message["type"] == "websocket.close":
                 closed.set()
 
-        path = "/counter/c/ws"
-        scope = {
-            "type": "websocket",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [],
-        }
+        scope = _websocket_scope("/counter/c/ws")
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node, scope, from_client.receive, send)
@@ -200,14 +193,7 @@ async def test_on_close_refused_as_overloaded_is_retried_until_it_runs(
     settings = Settings(max_queue_depth=1)
     async with open_runtime(app, tmp_path, settings=settings, hooks=metrics, io_in_threads=False) as runtime:
         node = Node(runtime, Config(data_dir=tmp_path), metrics)
-        path = "/v1/objects/SlowToLeave/room/ws"
-        scope = {
-            "type": "websocket",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [],
-        }
+        scope = _websocket_scope("/v1/objects/SlowToLeave/room/ws")
         clients = [trio.open_memory_channel[dict[str, Any]](10) for _ in range(3)]
         sent: list[dict[str, Any]] = []
 
@@ -228,3 +214,8 @@ async def test_on_close_refused_as_overloaded_is_retried_until_it_runs(
         assert trio.current_time() - started >= 3  # one second per on_close, one at a time
         assert [m["type"] for m in sent] == ["websocket.accept"] * 3
         assert metrics.websocket_closes[1000] == 3
+
+
+def _websocket_scope(path: str) -> dict[str, Any]:
+    """The ASGI scope of a plain WebSocket handshake to ``path`` (no query, no headers)."""
+    return {"type": "websocket", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": []}
