@@ -96,7 +96,7 @@ class Metrics(Hooks):
         )
         self.commit_seconds = Histogram(
             "actors_commit_duration_seconds",
-            "Durations of batch COMMITs on the event loop (the WAL fsync of FSYNC durability follows off it).",
+            "Durations of batch COMMITs on the event loop (with FSYNC the WAL fsync follows, off it).",
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
