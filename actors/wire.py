@@ -33,24 +33,36 @@ Versioning
 Calls and replies
     ``id`` is chosen by the client, unique among its calls in flight on the connection (a positive int
     below 2**63). Every Call gets exactly one Result or Error with its id, in any order: replies come
-    back as calls finish, not as they were sent. ``timeout`` (seconds, or null for the node's default)
-    bounds the call at the node; a ``CallTimeout`` error means the call's writes were not applied.
+    back as calls finish, not as they were sent. Calls of one connection to one object still run in
+    the order they were sent, unless the object is between two activations (a call waiting for its
+    eviction to finish, or for room under ``max_live_objects``, may be overtaken). ``timeout``
+    (seconds, or null for the node's default) bounds the call at the node; a ``CallTimeout`` error
+    means the call's writes were not applied.
 
 Errors
     An Error frame's ``error`` map is :meth:`actors.errors.ActorError.to_dict`'s form: ``type`` (the
     error class name, or the user exception's class name), ``message``, and ``retry_after`` or
     ``limit`` where the class has them. :meth:`Error.exception` rebuilds the named exception.
     ``id`` null means the connection itself is at fault (a malformed message); the node then closes
-    with 4400. A malformed message never reaches an object and never stops the node.
+    with 4400 (1011 if the fault is the node's own). A malformed message never reaches an object and
+    never stops the node.
+
+Closing
+    A draining node (SIGTERM) answers new Calls with ``ShuttingDown``, answers the calls in flight,
+    then closes with 1001: a call without a reply at a 1001 close never reached an object. After any
+    other close, a call without a reply may or may not have run.
 
 Limits
     ``MAX_FRAMES_PER_MESSAGE`` frames per message; the node's ``max_message_bytes`` bytes per message
     (its ``--max-frame-bytes``, announced in Welcome); ``max_in_flight`` calls without a reply per
     connection (announced in Welcome; a Call past it gets ``Overloaded`` without reaching the object).
+    The node never sends a message over ``max_message_bytes``: a Result too big to fit alone becomes
+    ``Error(id, LimitExceeded)`` naming ``max_frame_bytes`` (the call's writes were applied).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -207,10 +219,13 @@ def decode(data: bytes) -> list[Frame]:
     Only the frame structure is checked here. Call arguments and result values are checked as plain
     values by whoever uses them (the runtime checks every call's arguments anyway).
     """
+    stream = io.BytesIO(data)
     try:
-        items = cbor2.loads(data)
+        items = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # cbor2 raises several types (and RecursionError on hostile nesting)
         raise ProtocolError(f"the message is not valid CBOR: {type(exc).__name__}: {exc}") from None
+    if stream.tell() != len(data):
+        raise ProtocolError("the message is not valid CBOR: bytes follow its array of frames")
     if type(items) is not list:
         raise ProtocolError(f"a message must be a CBOR array of frames, not {_kind(items)}")
     if not items:
@@ -241,9 +256,7 @@ def _decode_frame(item: Any, index: int) -> Frame:
         if type(kwargs) is not dict or any(type(key) is not str for key in kwargs):
             raise ProtocolError(f"{where}: kwargs must be a map with string keys")
         if timeout is not None:
-            if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):
-                raise ProtocolError(f"{where}: timeout must be a positive number of seconds or null")
-            timeout = float(timeout)
+            timeout = _timeout(timeout, where)
         return Call(_call_id(call_id, index), cls, name, method, args, kwargs, timeout)
     if code == 5 and type(code) is int:
         _arity(item, 3, "Error", index)
@@ -286,7 +299,8 @@ def _decode_frame(item: Any, index: int) -> Frame:
             _str(pair[1], "url", where)
             pairs.append((pair[0], pair[1]))
         return Welcome(version, node, max_in_flight, max_bytes, tuple(pairs), epoch)
-    raise ProtocolError(f"frame {index}: unknown frame type {code!r}")
+    shown = repr(code) if type(code) is int and code.bit_length() <= 64 else _kind(code)
+    raise ProtocolError(f"frame {index}: unknown frame type {shown}")  # never a huge int's digits
 
 
 def _arity(item: list[Any], expected: int, name: str, index: int) -> None:
@@ -298,6 +312,18 @@ def _call_id(value: Any, index: int) -> int:
     if type(value) is not int or not 0 < value <= MAX_CALL_ID:
         raise ProtocolError(f"frame {index}: a call id must be an integer from 1 to 2**63-1")
     return int(value)
+
+
+def _timeout(value: Any, where: str) -> float:
+    seconds = float("nan")
+    if type(value) in (int, float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            pass
+    if not 0 < seconds < float("inf"):
+        raise ProtocolError(f"{where}: timeout must be a positive number of seconds or null")
+    return seconds
 
 
 def _str(value: Any, label: str, where: str) -> None:

@@ -81,6 +81,7 @@ async def serve(
                     shutdown_trigger=trigger,
                 )
             )
+            node.advertise(urls[0])
             log.info(
                 "listening",
                 extra={"event": "listening", "urls": urls, "data_dir": str(config.data_dir)},

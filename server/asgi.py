@@ -11,8 +11,9 @@ Guarantees
   the runtime drains), so a load balancer stops sending new work while in-flight calls finish.
 
 WebSocket connections go to ``websocket.py`` (:class:`~server.websocket.WebSockets`): the same
-path decoding, then their own checks (Origin, token, route) and one loop per connection.
-``begin_drain`` flips readiness and closes every socket with 1001.
+path decoding, then their own checks (Origin, token, route) and one loop per connection; the SDK's
+``/v1/connect`` goes to ``rpc.py`` with the same checks. ``begin_drain`` flips readiness, closes
+every socket with 1001 and lets SDK connections answer their calls in flight before theirs.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from urllib.parse import unquote_to_bytes
 import trio
 
 from actors.errors import InvalidArgument
+from actors.placement import ClusterMap
 
 from . import codec, http
 from .errors import Unauthorized, body_too_large, error_reply
+from .rpc import RPC_PATH, Rpc
 from .websocket import WebSockets
 
 if TYPE_CHECKING:
@@ -61,6 +64,17 @@ class Node:
         token = config.auth_token
         self._authorization = None if token is None else b"Bearer " + token.encode()
         self.websockets = WebSockets(runtime, config, metrics)
+        #: the SDK's route, /v1/connect (``rpc.py``)
+        self.rpc = Rpc(self)
+        self.advertise(f"http://{config.bind}")
+
+    def advertise(self, bound_url: str) -> None:
+        """Name this node in the cluster map, now that ``bound_url`` is known (``serve`` calls it
+        with hypercorn's URL, which has the real port when ``Config.port`` is 0)."""
+        #: this node's name and base URL, as clients see them (Welcome, /v1/cluster)
+        self.node_name, self.url = self.config.cluster_node(bound_url)
+        #: the cluster as clients see it: one node, epoch 0
+        self.cluster = ClusterMap(((self.node_name, self.url),))
 
     @property
     def ready(self) -> bool:
@@ -68,9 +82,11 @@ class Node:
 
     def begin_drain(self) -> None:
         """Shutdown begins: /readyz turns 503, new WebSockets are refused and open ones closed with
-        1001 (their ``on_close`` turns still run: the runtime closes only after the connections end)."""
+        1001 (their ``on_close`` turns still run: the runtime closes only after the connections end;
+        SDK connections first answer their calls in flight)."""
         self.draining = True
         self.websockets.close_all()
+        self.rpc.close_all()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -81,7 +97,10 @@ class Node:
                 segments: tuple[str, ...] | None = _segments(scope.get("raw_path") or scope["path"].encode())
             except InvalidArgument:
                 segments = None  # refused with 400 by the WebSocket layer, after the ASGI handshake
-            await self.websockets.serve(scope, segments, receive, send)
+            if segments == RPC_PATH:
+                await self.rpc.serve(scope, receive, send)
+            else:
+                await self.websockets.serve(scope, segments, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
 

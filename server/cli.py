@@ -1,4 +1,5 @@
-"""``actors serve``: run one node from the command line (and ``actors objects``, in ``admin_cli.py``).
+"""``actors serve``: run one node from the command line (and ``actors objects``, in ``admin_cli.py``;
+``actors call`` and ``actors bench``, the SDK's verbs, in ``client/cli.py``).
 
 Every :class:`Config` field has a flag and an ``ACTORS_<FIELD>`` environment variable; a flag wins
 over the variable, the variable over the default. ``actors serve`` with neither serves the built-in
@@ -30,6 +31,7 @@ import prometheus_client
 import trio
 
 from actors import Durability
+from client import cli as client_cli
 
 from . import admin_cli, serve
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
@@ -116,6 +118,18 @@ _OPTIONS = (
     _Option("log_level", str, "log level", choices=LOG_LEVELS),
     _Option("log_format", str, "one line per event as key=value text or JSON", choices=LOG_FORMATS),
     _Option("debug", _bool, "send user tracebacks in error replies (never on a public node)"),
+    _Option(
+        "node_name",
+        _optional_str,
+        "this node's name in the cluster map, kept stable across restarts (None: host:port of the URL)",
+        metavar="NAME",
+    ),
+    _Option(
+        "advertise_url",
+        _optional_str,
+        "the base URL clients reach this node at (None: the bound http://host:port)",
+        metavar="URL",
+    ),
 )
 
 
@@ -146,6 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
                 help=help_text,
             )
     admin_cli.add_objects_parser(commands)
+    client_cli.add_parsers(commands)
     return parser
 
 
@@ -196,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "objects":
         return admin_cli.run(args, os.environ)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args, os.environ)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return 2

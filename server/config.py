@@ -12,15 +12,19 @@ Guarantees
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from actors import Durability, Settings
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "Config", "normalize_origin", "parse_origins"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "MAX_NODE_NAME_BYTES", "Config", "normalize_origin", "parse_origins"]
 
 _RUNTIME_DEFAULTS = Settings()
+
+#: bytes of UTF-8 a node name may have (the label limit of the wire protocol's Welcome frame)
+MAX_NODE_NAME_BYTES = 256
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -71,6 +75,14 @@ class Config:
     log_format: str = "text"
     #: error replies of user code carry its traceback; never enable on a public node
     debug: bool = False
+    #: this node's name in the cluster map (the SDK's Welcome frame, ``GET /v1/cluster``). Clients
+    #: hash object ids over these names to pick a node, so keep it stable across restarts.
+    #: Default (None): the ``host:port`` of the advertised URL
+    node_name: str | None = None
+    #: the base URL clients reach this node at, as listed in the cluster map. Default (None): the
+    #: bound URL ``http://host:port`` (with the real port when ``port`` is 0), naming this machine's
+    #: hostname when ``host`` is a wildcard (``0.0.0.0``, ``::``). Set it behind a proxy or NAT
+    advertise_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -96,6 +108,13 @@ class Config:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.node_name is not None and (
+            not 0 < len(self.node_name.encode("utf-8", "surrogatepass")) <= MAX_NODE_NAME_BYTES
+            or not self.node_name.isprintable()
+        ):
+            raise ValueError(f"node_name must be 1 to {MAX_NODE_NAME_BYTES} bytes of printable text")
+        if self.advertise_url is not None:
+            _check_base_url(self.advertise_url)
         self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
 
     def settings(self) -> Settings:
@@ -119,6 +138,12 @@ class Config:
         except ValueError:
             return False  # a name other than localhost may resolve to anything
 
+    def cluster_node(self, bound_url: str) -> tuple[str, str]:
+        """This node's ``(name, url)`` in the cluster map, given the URL hypercorn bound."""
+        url = self.advertise_url or _reachable(bound_url)
+        url = url.rstrip("/")
+        return self.node_name or urlsplit(url).netloc, url
+
     @property
     def bind(self) -> str:
         """``host:port`` as hypercorn takes it (IPv6 hosts in brackets)."""
@@ -127,6 +152,32 @@ class Config:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _check_base_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(f"advertise_url must look like http(s)://host[:port][/path], not {url!r}")
+
+
+def _reachable(bound_url: str) -> str:
+    """``bound_url`` with a wildcard host (``0.0.0.0``, ``[::]``) replaced by this machine's hostname."""
+    parts = urlsplit(bound_url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return bound_url
+    netloc = socket.gethostname() if parts.port is None else f"{socket.gethostname()}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def parse_origins(text: str) -> tuple[str, ...]:

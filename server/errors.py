@@ -35,15 +35,20 @@ stays open) or closes the socket with the code of ``close_code_of`` (``_CLOSE_CO
 
       1000  the object called ``ws.close()`` (its own code, 1000 or 3000-4999, passes through)
       1001  ShuttingDown           the node is draining (SIGTERM): every socket is closed with it
+                                   (``/v1/connect``: once its calls in flight are answered)
       1009  LimitExceeded ``max_frame_bytes``: a message over ``Config.max_frame_bytes``
       1011  UserError, ActivationFailed: ``on_connect`` (or ``on_start``) raised; CallTimeout,
-            ObjectReset, InternalError while connecting
+            ObjectReset, InternalError while connecting (``/v1/connect``: a failure of the node's own)
       1013  LimitExceeded ``MAX_SOCKETS_PER_OBJECT``; Overloaded while connecting; LimitExceeded
             ``MAX_SEND_QUEUE_FRAMES`` (the client reads too slowly; see ``websocket.py``)
-      4400  InvalidArgument and every other CallerError (a bad name, a name over a limit)
+      4400  InvalidArgument and every other CallerError (a bad name, a name over a limit);
+            ``/v1/connect``: a malformed message or no protocol version in common
       4404  UnknownClass           no such class in the App (generic route)
 
 The close reason is the error's message, cut to the 123 bytes a close frame can carry.
+
+The SDK's ``/v1/connect`` (``rpc.py``) carries the same ``to_dict`` body in the wire protocol's
+Error frames (``actors/wire.py``) instead of JSON error frames, and uses the same close codes.
 """
 
 from __future__ import annotations

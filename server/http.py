@@ -8,6 +8,7 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
     GET  /metrics                               Prometheus text
     POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
     GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null}
+    GET  /v1/cluster                            {"epoch": 0, "nodes": [{"node": name, "url": url}]}
     GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3)
     DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}
     POST /counter/{name}/increment              optional {"by": n} -> 200 {"value": n}
@@ -50,6 +51,7 @@ from .metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from actors import Runtime
+    from actors.placement import ClusterMap
 
     from .config import Config
     from .metrics import Metrics
@@ -67,6 +69,7 @@ class HandlerContext(Protocol):
     runtime: Runtime
     config: Config
     metrics: Metrics
+    cluster: ClusterMap
 
     @property
     def ready(self) -> bool: ...
@@ -225,6 +228,13 @@ def _parse_limit(raw: str | None) -> int:
     return limit
 
 
+async def cluster_map(node: HandlerContext, request: Request) -> Reply:
+    """The cluster as the SDK sees it (the same map as the wire protocol's Welcome frame)."""
+    cluster = node.cluster
+    nodes = [{"node": name, "url": url} for name, url in cluster.nodes]
+    return _json(node, request, {"epoch": cluster.epoch, "nodes": nodes})
+
+
 #### Administration
 
 SQLITE = b"application/vnd.sqlite3"
@@ -305,6 +315,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", ("metrics",), metrics),
     Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
     Route("GET", ("v1", "objects"), list_objects),
+    Route("GET", ("v1", "cluster"), cluster_map),
     Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object),
     Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object),
     Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),

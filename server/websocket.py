@@ -8,6 +8,9 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8)::
     /presence/{room}                Presence  (protocol in server/rooms/_presence.py)
     /counter/{name}/ws              Counter   ({"type": "value", "value": n} on join and after each change)
 
+``/v1/connect``, the SDK's multiplexed calls, is served by ``rpc.py`` with the same Origin and
+token checks (``check_access``); it is not an object's socket.
+
 The handshake is checked in this order; a failed check is refused before accept with an HTTP reply
 carrying the JSON error body of ``errors.py`` (a browser only learns that the connection failed):
 
@@ -207,7 +210,7 @@ class WebSockets:
         try:
             handshake = self._check_handshake(scope, segments)
         except Exception as exc:
-            await self._refuse(send, exc)
+            await self.refuse(send, exc)
             return
         route_name = handshake.route.name
         # No checkpoint since the draining check: close_all cannot miss this connection.
@@ -236,14 +239,7 @@ class WebSockets:
             raise InvalidArgument("the path is not valid percent-encoded UTF-8")
         query = _parse_query(scope["query_string"])
         binary, subprotocol = _negotiate(scope.get("subprotocols") or [], query.get("format"))
-        origin = host = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"authorization":
-                authorization = value
+        origin, host, authorization = _access_headers(scope)
         self._check_origin(origin, host)
         self._check_token(authorization, query.get("token"))
         route, cls, object_name = match(segments)
@@ -347,6 +343,15 @@ class WebSockets:
     def _internal_error(self, reference: str, message: str) -> None:
         self.metrics.internal_error(reference, message)
 
+    def check_access(self, scope: Message) -> dict[str, str]:
+        """The handshake's query parameters, once its Origin and token pass (InvalidArgument for a
+        query that is not UTF-8, Forbidden, Unauthorized); the SDK's route (``rpc.py``) shares them."""
+        query = _parse_query(scope["query_string"])
+        origin, host, authorization = _access_headers(scope)
+        self._check_origin(origin, host)
+        self._check_token(authorization, query.get("token"))
+        return query
+
     def _check_origin(self, origin: str | None, host: str | None) -> None:
         if origin is None or self._any_origin:
             return  # not a browser, or every origin is allowed
@@ -367,7 +372,7 @@ class WebSockets:
             return
         raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)")
 
-    async def _refuse(self, send: Send, exc: Exception) -> None:
+    async def refuse(self, send: Send, exc: Exception) -> None:
         """Answer the handshake with the HTTP error reply of ``exc`` instead of accepting it."""
         status, body, headers = error_reply(
             exc, debug=self.config.debug, report_internal=self._internal_error
@@ -521,6 +526,19 @@ def _parse_query(query: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         raise InvalidArgument("the query string is not valid percent-encoded UTF-8") from None
     return {key: values[-1] for key, values in parsed.items()}
+
+
+def _access_headers(scope: Message) -> tuple[str | None, str | None, bytes | None]:
+    """The handshake's ``Origin``, ``Host`` and ``Authorization`` headers (None when absent)."""
+    origin = host = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value
+    return origin, host, authorization
 
 
 def _negotiate(subprotocols: list[str], format: str | None) -> tuple[bool, str | None]:

@@ -9,7 +9,9 @@ from pathlib import Path
 import actors
 import actors.errors
 import actors.limits
+import actors.placement
 import actors.testing
+import actors.wire
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
@@ -40,11 +42,13 @@ def test_dependencies_point_one_way():
 
 
 def test_the_facade_exports_exactly_its_public_names():
-    # `annotations` comes from `from __future__ import annotations`; `testing` is a public submodule
-    # bound on the package once imported, deliberately not re-exported (it imports trio.testing).
-    public = {name for name in dir(actors) if not name.startswith("_")} - {"annotations", "testing"}
+    # `annotations` comes from `from __future__ import annotations`; `testing`, `wire` and `placement`
+    # are public submodules bound on the package once imported, deliberately not re-exported
+    # (`testing` imports trio.testing; `wire` and `placement` are the SDK's, shared with the node).
+    submodules = {"testing", "wire", "placement"}
+    public = {name for name in dir(actors) if not name.startswith("_")} - {"annotations", *submodules}
     assert set(actors.__all__) == public
-    for module in (actors, actors.errors, actors.limits, actors.testing):
+    for module in (actors, actors.errors, actors.limits, actors.testing, actors.wire, actors.placement):
         for name in module.__all__:
             assert getattr(module, name) is not None
 

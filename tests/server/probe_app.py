@@ -1,7 +1,7 @@
 """The App the node tests serve with ``--app tests.server.probe_app:app``.
 
 It is the example App (``examples/counter_app.py``, so the example is exercised) plus :class:`Probe`,
-whose methods make a turn slow, raise, return bytes or set an alarm on demand, and
+whose methods make a turn slow, raise, return (large) bytes or set an alarm on demand, and
 :class:`SocketProbe`, a user class served on the generic WebSocket route.
 """
 
@@ -35,6 +35,10 @@ class Probe(DurableObject):
 
     async def blob(self) -> bytes:
         return b"\x00\xffbytes"
+
+    async def big(self, size: int) -> bytes:
+        """``size`` bytes: a reply as large as the test needs, from a small call."""
+        return b"x" * size
 
     async def alarm_now(self) -> None:
         self.storage.set_alarm(0.0)  # long past: the scheduler fires it as soon as it commits
