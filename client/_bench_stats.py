@@ -146,7 +146,10 @@ class BenchResult:
 
     @property
     def failed(self) -> bool:
-        return bool(sum(self.errors.values()) or sum(self.violations.values()))
+        """No op completed, or some call failed (warm-up included), or a chat check found a violation."""
+        return not self.ok or bool(
+            sum(self.errors.values()) or self.warmup_errors or sum(self.violations.values())
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -206,6 +209,8 @@ def summary(result: BenchResult) -> str:
     errors = sum(result.errors.values())
     detail = ", ".join(f"{name} {n:,}" for name, n in sorted(result.errors.items()))
     rows.append(("errors", f"{errors:,}" + (f"  ({detail})" if detail else "")))
+    if result.warmup_errors:
+        rows.append(("warm-up errors", f"{result.warmup_errors:,}"))
     if result.workload == "chat-fanout":
         bad = sum(result.violations.values())
         detail = ", ".join(f"{name} {n:,}" for name, n in sorted(result.violations.items()))
@@ -217,6 +222,8 @@ def summary(result: BenchResult) -> str:
     rows.append(("bench cost", cost))
     width = max(len(name) for name, _ in rows)
     lines = [f"  {name:<{width}}  {value}" for name, value in rows]
+    if not result.ok:
+        lines.append("  failed: no op completed in the measured phase")
     if result.cpu_percent >= SATURATED_PERCENT:
         lines.append(
             "  warning: the bench used most of its core; it may be the bottleneck (read the rate as a"

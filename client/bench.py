@@ -26,14 +26,17 @@ Workloads
 Its own cost
     The generator must not be what it measures. It reports the CPU time of its own process (every
     thread, ``time.process_time``) over the measured phase, per op and as a share of one core; a share
-    near 100% means the generator, not the node, set the rate, and the summary says so. By default it
-    pins itself to the last CPU (``--cpu``) so a node pinned to CPU 0 does not share its core. Per
-    call it does: one ticket check, one ``client.call``, one ``perf_counter_ns`` pair, one histogram
-    increment; no allocation of its own beyond what the SDK does.
+    near 100% means the generator, not the node, set the rate, and the summary says so. ``actors
+    bench`` pins itself to the last CPU by default (``--cpu``, in ``cli.py``), so a node pinned to CPU 0
+    does not share its core. Per call the bench itself does a phase check, a random pick (spread
+    workloads), one call of a stub method made before the run (no id hashing per call), one
+    ``perf_counter_ns`` pair and one histogram increment: about 5 µs with a client whose call does
+    nothing. The rest is the SDK's call path (45 to 55 µs on counter-hot on a 2-vCPU VM, see
+    ``BENCHMARKS.md``); chat-fanout costs about 110 µs per delivered message, mostly trio-websocket's.
 
 XX: a closed loop under-reports latency when the node stalls (coordinated omission: callers that
-wait send nothing). An open-loop mode at a fixed rate would show it; the node's own histograms
-(``/metrics``) do not have this bias.
+wait send nothing, so the stall is one slow call each instead of many). An open-loop mode at a
+fixed rate would show it.
 """
 
 from __future__ import annotations

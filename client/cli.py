@@ -25,9 +25,9 @@ Exit status of ``call``
 With ``--json-errors`` the error goes to stderr as ``{"error": {"type": ..., "message": ...}}``.
 
 ``bench`` is described in ``bench.py``. Its exit status: 0 the run completed with no failed call and
-no chat violation; 1 it completed, but calls failed or checks found violations (the summary says
-which); 2 usage; 3 the node refused the run (a wrong token); 4 the node cannot be reached; 5 chat
-members could not all join within ``--timeout``.
+no chat violation; 1 it completed, but calls failed (in the warm-up too), no call completed, or
+checks found violations (the summary says which); 2 usage; 3 the node refused the run (a wrong
+token); 4 the node cannot be reached; 5 chat members could not all join within ``--timeout``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -137,7 +138,7 @@ def _add_bench_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     bound.add_argument("--count", type=_positive(int), metavar="N", help="measure N calls (chat: N messages)")
     parser.add_argument(
         "--warmup",
-        type=_non_negative,
+        type=_positive(float, zero=True),
         default=defaults.warmup,
         metavar="SECONDS",
         help=f"run unrecorded first (default {defaults.warmup:g})",
@@ -188,27 +189,19 @@ def _json_of(kind: type) -> Any:
     return parse
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type, *, zero: bool = False) -> Any:
+    """A parser of finite ``kind`` numbers above 0 (or at least 0 with ``zero``)."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+        if not (value >= 0 if zero else value > 0) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite and {'>= 0' if zero else '> 0'}, not {text!r}")
         return value
 
     return parse
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
-    return value
 
 
 def _cpu(text: str) -> int | str | None:
@@ -314,8 +307,8 @@ def _classify(exc: BaseException) -> tuple[int, str, str]:
 
 def _report_failure(exc: BaseException, *, json_errors: bool = False) -> int:
     status, kind, message = _classify(exc)
-    if status == EXIT_LOCAL and not isinstance(exc, Exception):
-        raise exc  # SystemExit and the like
+    if status == EXIT_LOCAL:
+        raise exc  # a bug or SystemExit: the traceback (and Python's exit status 1) says more
     if json_errors:
         print(json.dumps({"error": {"type": kind, "message": message}}), file=sys.stderr)
     else:

@@ -159,7 +159,14 @@ def test_chat_fanout_runs_for_a_duration_after_a_warmup(node: Node, tmp_path: Pa
 
 @pytest.mark.parametrize(
     "flags",
-    [["--count", "0"], ["--workload", "nope"], ["--duration", "1", "--count", "5"], ["--cpu", "99999"]],
+    [
+        ["--count", "0"],
+        ["--workload", "nope"],
+        ["--duration", "1", "--count", "5"],
+        ["--duration", "inf"],
+        ["--warmup", "-1"],
+        ["--cpu", "99999"],
+    ],
 )
 def test_bad_flags_exit_2(node: Node, flags: list[str]) -> None:
     result = run_actors("bench", "--url", node.url, *flags)
