@@ -43,6 +43,8 @@ class Method:
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise InvalidArgument unless ``method(*args, **kwargs)`` matches the signature."""
+        if not args and not kwargs and not self._required:
+            return  # no arguments, none required (the common call of a getter)
         if self._simple and len(args) <= len(self._positional):
             given = self._positional[: len(args)]
             if (

@@ -7,24 +7,28 @@ fails with CallTimeout. A turn whose commit has begun is never cancelled: it rep
 Why not a cancel scope per call: a trio CancelScope costs 7-10 µs to enter and leave, more than the rest
 of a turn. Instead every call is pushed on one heap (0.3 µs); a single task sleeps until the earliest
 deadline, and only a call that actually overruns costs anything more. Finished calls are dropped lazily:
-from the top when the watcher wakes, and by a compaction whenever the heap doubles, so the heap stays
-about as large as the number of calls in flight.
+from the top at every push (calls mostly share one timeout, so the oldest is on top and usually done),
+when the watcher wakes, and by a compaction whenever the heap doubles. So the heap stays about as large
+as the number of calls in flight, and a finished call is freed at once rather than after many garbage
+collector generations (keeping tens of thousands alive made every full collection slow).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
+from ._activation import WorkState
 from .errors import CallTimeout
 
 if TYPE_CHECKING:
     from ._activation import Activation, Work
 
 _MIN_COMPACT = 1024
+_FINISHED: Final = WorkState.FINISHED
 
 
 class DeadlineWatch:
@@ -37,6 +41,8 @@ class DeadlineWatch:
     def watch(self, work: Work, activation: Activation) -> None:
         """Enforce ``work.deadline`` for ``work`` queued on ``activation``."""
         heap = self._heap
+        while heap and heap[0][2].state is _FINISHED:
+            heapq.heappop(heap)
         entry = (work.deadline, next(self._seq), work, activation)
         heapq.heappush(heap, entry)
         if heap[0] is entry:
@@ -45,15 +51,11 @@ class DeadlineWatch:
             self._compact()
 
     def _compact(self) -> None:
-        from ._activation import WorkState
-
-        self._heap = [e for e in self._heap if e[2].state is not WorkState.FINISHED]
+        self._heap = [e for e in self._heap if e[2].state is not _FINISHED]
         heapq.heapify(self._heap)
         self._compact_at = max(_MIN_COMPACT, 2 * len(self._heap))
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from ._activation import WorkState
-
         task_status.started()
         while True:
             heap = self._heap

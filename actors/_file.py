@@ -15,7 +15,10 @@ Guarantees
 Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
 savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
 first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
-``rollback()``.
+``rollback()``. The runtime's own statements (savepoints, the key-value API, COMMIT) run on one cursor
+kept with the connection: ``Connection.execute`` makes and tracks a new cursor per statement, which
+costs more than the statement itself on the hot path. Only statements whose rows are read at once use
+it; user SQL gets its own cursor.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from .errors import SqlNotAllowed
 
 SCHEMA_VERSION = 1
 INTERNAL_PREFIX = "_actors_"
+
+# Savepoint statements by depth, made once (a turn opens and releases one; nesting is shallow).
+_SAVEPOINT = tuple(f"SAVEPOINT s{depth}" for depth in range(32))
+_RELEASE = tuple(f"RELEASE s{depth}" for depth in range(32))
+_ROLLBACK_TO = tuple(f"ROLLBACK TO s{depth}; RELEASE s{depth}" for depth in range(32))
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS _actors_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID, STRICT;
@@ -66,6 +74,9 @@ _ON_TABLE_ACTIONS = frozenset(
     }
 )  # fmt: skip
 
+#: appended to user SQL (a comment, so it changes nothing but the statement cache's key)
+_USER_SQL_MARK = "\n/*actors:user*/"
+
 TRANSACTION_HINT = (
     "transactions are managed by the runtime: a turn commits as one transaction; "
     "use `with self.storage.transaction():` for an atomic part of a turn"
@@ -76,7 +87,13 @@ class ObjectFile:
     """The SQLite database of one activation (see the module docstring for the guarantees)."""
 
     def __init__(
-        self, path: Path, object_id: ObjectId, *, synchronous: str, defer_sync: bool = False
+        self,
+        path: Path,
+        object_id: ObjectId,
+        *,
+        synchronous: str,
+        defer_sync: bool = False,
+        durable_folders: set[str] | None = None,
     ) -> None:
         self.path = path
         self.object_id = object_id
@@ -88,6 +105,8 @@ class ObjectFile:
         #: the object has no file yet: its first batch lives in an in-memory database
         self.in_memory = False
         self.conn: apsw.Connection | None = None
+        #: a cursor of ``conn`` for the runtime's statements (see the module docstring)
+        self.cursor: apsw.Cursor | None = None
         #: the runtime's tables exist in the file
         self.has_schema = False
         #: one entry per open turn / transaction block; True once its savepoint exists
@@ -108,6 +127,9 @@ class ObjectFile:
         self._wal_synced = False
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
+        #: the runtime's folders known to exist with a durable entry (shared by its files; see
+        #: ``materialize``)
+        self._durable_folders = set() if durable_folders is None else durable_folders
 
     #### Opening and closing
 
@@ -137,7 +159,7 @@ class ObjectFile:
         for pragma in pragmas:
             conn.execute(f"PRAGMA {pragma}").fetchall()
         conn.authorizer = self._authorize
-        self.conn = conn
+        self._use(conn)
         self.has_schema = (
             conn.execute(
                 "SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'"
@@ -152,13 +174,18 @@ class ObjectFile:
         and saves a folder fsync later. With it (shutdown) the WAL is folded into the file and deleted,
         so a stopped node's folder holds one self-contained file per object.
         """
-        conn, self.conn = self.conn, None
+        conn = self.conn
+        self._use(None)
         if conn is not None:
             if checkpoint and not conn.in_transaction:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
             conn.close()
         self.levels.clear()
         self.in_batch = False
+
+    def _use(self, conn: apsw.Connection | None) -> None:
+        self.conn = conn
+        self.cursor = None if conn is None else conn.cursor()
 
     #### Reading and writing
 
@@ -171,14 +198,20 @@ class ObjectFile:
     def writable(self) -> apsw.Connection:
         """The connection, with the file, the schema, the batch transaction and savepoints open."""
         conn = self.conn
+        tables_made = False
         if conn is None:
             if self._defer_sync:
                 # A new object's first batch runs in memory; the commit thread creates the file
                 # (materialize). Creating files and folders can take milliseconds while other
-                # fsyncs hold the filesystem journal, and must not block the event loop.
-                conn = self.conn = apsw.Connection(":memory:")
+                # fsyncs hold the filesystem journal, and must not block the event loop. The
+                # database starts as a copy of an empty one with the runtime's tables: cheaper
+                # than running the schema's DDL for every new object.
+                conn = apsw.Connection(":memory:")
+                conn.deserialize("main", _empty_database())
+                tables_made = True
                 conn.execute("PRAGMA foreign_keys=ON").fetchall()
                 conn.authorizer = self._authorize
+                self._use(conn)
                 self.in_memory = True
             else:
                 missing = [d for d in self.path.parents[:5] if not d.exists()]
@@ -187,12 +220,15 @@ class ObjectFile:
                 self._connect(new=True)
                 conn = self.conn
                 assert conn is not None
+        cursor = self.cursor
+        assert cursor is not None
         if not self.in_batch:
-            conn.execute("BEGIN")
+            cursor.execute("BEGIN")
             self.in_batch = True
         if not self.has_schema:
-            conn.execute(_SCHEMA)
-            conn.execute(
+            if not tables_made:
+                cursor.execute(_SCHEMA)
+            cursor.execute(
                 "INSERT OR REPLACE INTO _actors_meta VALUES ('class', ?), ('name', ?), ('id', ?)",
                 (self.object_id.cls, self.object_id.name, self.object_id.hex),
             )
@@ -202,9 +238,20 @@ class ObjectFile:
         if levels and not levels[-1]:
             for depth, opened in enumerate(levels):
                 if not opened:
-                    conn.execute(f"SAVEPOINT s{depth}")
+                    cursor.execute(_SAVEPOINT[depth] if depth < 32 else f"SAVEPOINT s{depth}")
                     levels[depth] = True
         return conn
+
+    def read_cursor(self) -> apsw.Cursor | None:
+        """The runtime's cursor for reads whose rows are taken at once (None: no storage yet)."""
+        return self.cursor if self.has_schema else None
+
+    def write_cursor(self) -> apsw.Cursor:
+        """The runtime's cursor, with everything ``writable()`` opens."""
+        self.writable()
+        cursor = self.cursor
+        assert cursor is not None
+        return cursor
 
     def push_level(self) -> None:
         """Start a turn or a transaction block (its savepoint opens on its first write)."""
@@ -215,11 +262,12 @@ class ObjectFile:
         depth = len(self.levels) - 1
         opened = self.levels.pop()
         if opened:
-            assert self.conn is not None
-            if ok:
-                self.conn.execute(f"RELEASE s{depth}")
+            cursor = self.cursor
+            assert cursor is not None
+            if depth >= 32:
+                cursor.execute(f"RELEASE s{depth}" if ok else f"ROLLBACK TO s{depth}; RELEASE s{depth}")
             else:
-                self.conn.execute(f"ROLLBACK TO s{depth}; RELEASE s{depth}")
+                cursor.execute(_RELEASE[depth] if ok else _ROLLBACK_TO[depth])
 
     #### The batch
 
@@ -228,11 +276,11 @@ class ObjectFile:
 
     def stored_alarm(self) -> float | None:
         """The alarm as the open transaction (or the file) sees it."""
-        conn = self.readable()
-        if conn is None:
+        if not self.has_schema or self.cursor is None:
             return None
-        row = conn.execute("SELECT at FROM _actors_alarm WHERE slot = 0").fetchone()
-        return None if row is None else float(row[0])
+        # ``.get`` steps to the end, so no statement stays active (one would block a checkpoint)
+        at = self.cursor.execute("SELECT at FROM _actors_alarm WHERE slot = 0").get
+        return None if at is None else float(at)
 
     def is_empty(self) -> bool:
         """No key, no alarm and no user schema object: nothing worth keeping a file for."""
@@ -248,16 +296,21 @@ class ObjectFile:
 
     def commit(self) -> None:
         """COMMIT the batch (durable per the synchronous setting when this returns)."""
-        assert self.conn is not None
+        assert self.cursor is not None
         assert not self.levels
         self.in_batch = False
-        self.conn.execute("COMMIT")
+        self.cursor.execute("COMMIT")
 
     def materialize(self) -> None:
         """Write a new object's in-memory first batch to its file, durably (in a worker thread).
 
-        The folders, the file (through SQLite's backup API, then switched to WAL) and their folder
-        entries are fsynced before this returns; then the object runs on the file like any other.
+        The database image is written to ``<name>.new`` beside the file, fsynced, and renamed into
+        place; then the folder entries (the file's, and those of folders made for it) are fsynced.
+        A crash before the rename leaves only the ``.new`` file (overwritten by the next attempt),
+        so a file under the real name is always complete. That is one new inode and two fsyncs (the
+        file and its folder), plus one for each folder not yet known durable; the backup API used
+        before also made (and fsynced) a rollback journal and its folder, twice. Then the object
+        runs on the file like any other.
         """
         memory = self.conn
         assert memory is not None
@@ -265,25 +318,41 @@ class ObjectFile:
         assert not self.levels
         memory.execute("COMMIT")
         self.in_batch = False
-        missing = [d for d in self.path.parents[:5] if not d.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        image = bytearray(memory.serialize("main"))
+        # Bytes 18 and 19 of the header are the file format's write and read versions; 2 means WAL,
+        # which is all that ``PRAGMA journal_mode=WAL`` changes in the file.
+        image[18] = image[19] = 2
+        # Folders whose entries are not known durable: made if missing, and their parents fsynced
+        # below, even if another thread made them (it may not have fsynced yet). Known ones cost
+        # nothing: no stat, no mkdir, no fsync.
+        durable = self._durable_folders
+        unknown = [d for d in self.path.parents[:4] if str(d) not in durable]
+        if unknown:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = f"{self.path}.new"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(image)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, self.path)
+        for folder in {self.path.parent, *(d.parent for d in unknown)}:
+            _fsync_path(folder)
+        durable.update(str(d) for d in unknown)
         file = apsw.Connection(str(self.path))
         try:
             file.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-            with file.backup("main", memory, "main") as backup:
-                backup.step(-1)
-            for pragma in ("locking_mode=EXCLUSIVE", "synchronous=OFF", "journal_mode=WAL"):
+            for pragma in ("locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON"):
                 file.execute(f"PRAGMA {pragma}").fetchall()
-            file.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-            file.execute("PRAGMA foreign_keys=ON").fetchall()
-            _fsync_path(self.path)
-            for folder in {self.path.parent, *(d.parent for d in missing)}:
-                _fsync_path(folder)
+            file.authorizer = self._authorize
         except BaseException:
             file.close()
             raise
-        file.authorizer = self._authorize
-        self.conn, self.in_memory = file, False
+        self._use(file)
+        self.in_memory = False
         self._wal_synced = False
         memory.close()
 
@@ -316,7 +385,8 @@ class ObjectFile:
         self.in_batch = False
         if self.conn is not None and self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-        self.has_schema = self.conn is not None and (
+        # (An in-memory first batch rolled back keeps the template's tables, not the object.)
+        self.has_schema = self.conn is not None and not self.in_memory and (
             self.conn.execute("SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'").fetchone()
             is not None
         )
@@ -348,8 +418,6 @@ class ObjectFile:
         self._user_sql = True
         self._denied = None
         try:
-            # can_cache=False: the authorizer only runs when a statement is prepared, so a user
-            # statement must never reuse a prepared statement of ours with the same text.
             cursor = conn.cursor()
             described: list[tuple[str, ...]] = [()]
 
@@ -364,7 +432,12 @@ class ObjectFile:
 
             cursor.exec_trace = describe
             changes_before = conn.total_changes()
-            cursor.execute(query, params, can_cache=False)
+            # The authorizer only runs when a statement is prepared, so a user statement must never
+            # reuse a prepared statement of ours with the same text. apsw keys its statement cache by
+            # the remaining text of a query, so with the marker appended every user statement's key
+            # ends with it and none of ours does: user statements are cached among themselves only
+            # (uncached, every INSERT of a chat message was prepared and authorized anew).
+            cursor.execute(query + _USER_SQL_MARK, params)
             rows = cursor.fetchall()
             columns = described[0]
         except apsw.AuthError:
@@ -383,6 +456,20 @@ class ObjectFile:
             return apsw.SQLITE_OK
         self._denied = reason
         return apsw.SQLITE_DENY
+
+
+_EMPTY_DATABASE: bytes | None = None
+
+
+def _empty_database() -> bytes:
+    """The image of a database holding only the runtime's (empty) tables, made once."""
+    global _EMPTY_DATABASE
+    if _EMPTY_DATABASE is None:
+        conn = apsw.Connection(":memory:")
+        conn.execute(_SCHEMA)
+        _EMPTY_DATABASE = conn.serialize("main")
+        conn.close()
+    return _EMPTY_DATABASE
 
 
 def _fsync_path(path: Path) -> None:

@@ -18,6 +18,11 @@ from .limits import MAX_CLASS_NAME_BYTES, MAX_OBJECT_NAME_BYTES
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
+#: ids of recently named objects: every HTTP call names its object, and checking the class name
+#: and hashing cost more than the rest of the routing (ids are immutable, so sharing them is safe)
+_BY_NAME: dict[tuple[str, str], ObjectId] = {}
+_BY_NAME_MAX = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectId:
@@ -34,6 +39,10 @@ class ObjectId:
         Raises InvalidArgument for a malformed class name or a non-str name, LimitExceeded
         (``MAX_OBJECT_NAME_BYTES``, ``MAX_CLASS_NAME_BYTES``) for names too long.
         """
+        if type(name) is str and type(class_name) is str:
+            found = _BY_NAME.get((class_name, name))
+            if found is not None:
+                return found
         check_class_name(class_name)
         if type(name) is not str:
             raise InvalidArgument(f"object name must be a str, not {type(name).__name__}")
@@ -45,7 +54,11 @@ class ObjectId:
                 limit="MAX_OBJECT_NAME_BYTES",
             )
         digest = hashlib.sha256(class_name.encode() + b"\0" + encoded).hexdigest()
-        return cls(class_name, name, digest)
+        object_id = cls(class_name, name, digest)
+        if len(_BY_NAME) >= _BY_NAME_MAX:
+            _BY_NAME.clear()  # crude but bounded; a hot name is back after one miss
+        _BY_NAME[(class_name, name)] = object_id
+        return object_id
 
     @classmethod
     def unique(cls, class_name: str) -> ObjectId:

@@ -117,12 +117,18 @@ class Runtime:
             "NORMAL" if self.pipelined_sync else settings.durability.sqlite_synchronous
         )
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
+        #: folders of object files known to exist with a durable entry (filled as files are made)
+        self.durable_folders: set[str] = set()
         #: objects in memory at once: Settings.max_live_objects, capped by the open-file limit
         self.max_live_objects = live_object_budget(settings.max_live_objects)
         self.alarms = AlarmScheduler(self)
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)
         self.sync_pool = SyncPool()
+        #: the turn_finished hook is overridden: turns are timed only then (two clock reads a turn)
+        self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
+        self._call_timeout = settings.call_timeout
+        self._max_queue_depth = settings.max_queue_depth
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -167,24 +173,26 @@ class Runtime:
         outcome = "ok"
         try:
             bound = self.app.method(object_id.cls, method)
-            kwargs = {} if kwargs is None else kwargs
-            if type(kwargs) is not dict:
+            if kwargs is None:
+                kwargs = {}
+            elif type(kwargs) is not dict:
                 raise InvalidArgument("kwargs must be a dict")
-            flat = _codec.is_flat(args) and _codec.is_flat(kwargs)
-            if not flat:
-                problem = _codec.describe_unserializable(list(args), "args")
-                problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
-                if problem:
-                    raise InvalidArgument(problem)
-            bound.bind(tuple(args), kwargs)
-            if not flat:
-                # A CBOR round trip gives the object its own copy, as a remote call would.
-                args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
-
-            async def turn(instance: DurableObject) -> Any:
-                return await getattr(instance, method)(*args, **kwargs)
-
-            result = await self.submit(object_id, turn, method, timeout=timeout, check_result=True)
+            if args or kwargs:
+                flat = _codec.is_flat(args) and _codec.is_flat(kwargs)
+                if not flat:
+                    problem = _codec.describe_unserializable(list(args), "args")
+                    problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
+                    if problem:
+                        raise InvalidArgument(problem)
+                bound.bind(tuple(args), kwargs)
+                if not flat:
+                    # A CBOR round trip gives the object its own copy, as a remote call would.
+                    args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
+            else:
+                bound.bind((), kwargs)
+            deadline = started + (self._call_timeout if timeout is None else timeout)
+            # fn=None: the worker calls the method by name (no closure, no wrapping coroutine)
+            result = await self._run(object_id, None, method, deadline, True, False, args, kwargs)
             return _codec.loads(_codec.dumps(result)) if type(result) in (list, dict) else result
         except ActorError as exc:
             outcome = exc.type
@@ -206,18 +214,39 @@ class Runtime:
 
         ``solo`` turns run alone, after every earlier turn committed, with no transaction open.
         """
+        deadline = trio.current_time() + (self._call_timeout if timeout is None else timeout)
+        return await self._run(object_id, fn, label, deadline, check_result, solo, (), None)
+
+    async def run_hook(self, object_id: ObjectId, hook: str, *args: Any) -> Any:
+        """Run the object's lifecycle hook ``hook(*args)`` as a turn (the socket events); like
+        ``submit``, without a closure per event."""
+        deadline = trio.current_time() + self._call_timeout
+        return await self._run(object_id, None, hook, deadline, False, False, args, None)
+
+    async def _run(
+        self,
+        object_id: ObjectId,
+        fn: TurnFn | None,
+        label: str,
+        deadline: float,
+        check_result: bool,
+        solo: bool,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any] | None,
+    ) -> Any:
+        """Queue a turn on the object's activation (or run it nested, for its own call chain) and
+        return its outcome once durable."""
         if self.closing:
             raise ShuttingDown("the runtime is shutting down")
-        deadline = trio.current_time() + (self.settings.call_timeout if timeout is None else timeout)
         context = current_turn.get()
         activation = self.table.live.get(object_id.hex)
         if activation is None or activation.state is ActivationState.EVICTING:
             activation = await self.table.get(object_id, deadline)
         if context is not None and activation.current_chain is context.chain:
-            work = Work(fn, label, deadline, context.chain, check_result)
+            work = Work(fn, label, deadline, context.chain, check_result, args, kwargs)
             await activation.run_reentrant(work)
             return work.outcome()
-        if len(activation.queue) >= self.settings.max_queue_depth:
+        if len(activation.queue) >= self._max_queue_depth:
             raise Overloaded(
                 f"{object_id} has {len(activation.queue)} calls queued (max_queue_depth)",
                 retry_after=retry_after(activation),
@@ -225,7 +254,7 @@ class Runtime:
         caller = context.activation if context is not None else None
         if caller is not None:
             _check_no_cycle(caller, activation, label)
-        work = Work(fn, label, deadline, context.chain if context else object(), check_result)
+        work = Work(fn, label, deadline, context.chain if context else object(), check_result, args, kwargs)
         work.solo = solo
         activation.enqueue(work)
         self.deadlines.watch(work, activation)
@@ -259,7 +288,7 @@ class Runtime:
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
         created = file.in_memory  # materialize() makes the new file durable itself
-        now = self.clock.now()
+        now = self.clock.now() if record else 0.0
 
         def commit_sync() -> None:
             if record:  # the catalog first: it may run ahead of the file, never behind
@@ -272,14 +301,15 @@ class Runtime:
         started = trio.current_time()
         self.commits_in_flight += 1
         try:
-            with trio.CancelScope(shield=True):
-                if self.io_in_threads and record:
+            if self.io_in_threads and record:
+                with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(commit_sync)
-                else:
-                    # Inline: with pipelined_sync the COMMIT writes the WAL without fsync (the
-                    # activation's syncer makes it durable before any reply); otherwise it is either
-                    # not fsynced at all (POWER_LOSS_UNSAFE) or the test harness wants no threads.
-                    commit_sync()
+            else:
+                # Inline (no checkpoint, so nothing can cancel it): with pipelined_sync the COMMIT
+                # writes the WAL without fsync (the activation's syncer makes it durable before any
+                # reply); otherwise it is either not fsynced at all (POWER_LOSS_UNSAFE) or the test
+                # harness wants no threads.
+                commit_sync()
         except Exception as exc:
             self.internal_error(exc, f"commit of {activation.id}")
             try:

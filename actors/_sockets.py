@@ -36,7 +36,6 @@ from .limits import (
 )
 
 if TYPE_CHECKING:
-    from ._object import DurableObject
     from ._runtime import Runtime
 
 __all__ = ["SocketHub", "SocketTransport", "WebSocket"]
@@ -143,6 +142,10 @@ class WebSocket:
         return f"<WebSocket {self.id} of {self._object_id}>"
 
 
+#: json.dumps with options builds a new encoder on every call; this one is made once
+_compact_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def _encode(data: Any, binary: bool) -> str | bytes:
     if type(data) is str or type(data) is bytes:
         return data
@@ -152,7 +155,7 @@ def _encode(data: Any, binary: bool) -> str | bytes:
     if binary:
         return _codec.dumps(data)
     try:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return _compact_json(data)
     except (TypeError, ValueError) as exc:  # bytes inside, NaN
         raise InvalidArgument(f"message cannot be JSON: {exc}") from None
 
@@ -209,12 +212,8 @@ class SocketHub:
             )
         ws = WebSocket(self, object_id, f"s{next(self._ids)}", transport, binary, params)
         sockets[ws.id] = ws
-
-        async def turn(instance: DurableObject) -> None:
-            await instance.on_connect(ws)
-
         try:
-            await self._runtime.submit(object_id, turn, "on_connect")
+            await self._runtime.run_hook(object_id, "on_connect", ws)
         except BaseException:
             self._forget(object_id, ws.id)
             raise
@@ -222,21 +221,13 @@ class SocketHub:
 
     async def receive(self, object_id: ObjectId, ws: WebSocket, data: Any) -> None:
         """Run ``on_message(ws, data)`` as a turn (returns when it is durable)."""
-
-        async def turn(instance: DurableObject) -> None:
-            await instance.on_message(ws, data)
-
-        await self._runtime.submit(object_id, turn, "on_message")
+        await self._runtime.run_hook(object_id, "on_message", ws, data)
 
     async def disconnect(self, object_id: ObjectId, ws: WebSocket, code: int, reason: str) -> None:
         """The connection is gone: unregister it, then run ``on_close`` as a turn."""
         ws.closed = True
         self._forget(object_id, ws.id)
-
-        async def turn(instance: DurableObject) -> None:
-            await instance.on_close(ws, code, reason)
-
-        await self._runtime.submit(object_id, turn, "on_close")
+        await self._runtime.run_hook(object_id, "on_close", ws, code, reason)
 
     def _forget(self, object_id: ObjectId, socket_id: str) -> None:
         sockets = self._by_object.get(object_id.hex)

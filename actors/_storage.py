@@ -96,11 +96,12 @@ class Storage:
     def get(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         _check_key(key)
-        conn = self._in_turn().readable()
-        if conn is None:
+        cursor = self._in_turn().read_cursor()
+        if cursor is None:
             return default
-        row = conn.execute("SELECT value FROM _actors_kv WHERE key = ?", (key,)).fetchone()
-        return default if row is None else _codec.loads(row[0])
+        # ``.get`` reads the one value and finishes the statement (value is NOT NULL: None = absent)
+        data = cursor.execute("SELECT value FROM _actors_kv WHERE key = ?", (key,)).get
+        return default if data is None else _codec.loads(data)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The stored keys among ``keys`` with their values (missing keys are left out)."""
@@ -117,7 +118,7 @@ class Storage:
         """Store ``value`` under ``key`` (replacing any value)."""
         _check_key(key)
         data = _encode_value(key, value)
-        self._in_turn().writable().execute(
+        self._in_turn().write_cursor().execute(
             "INSERT OR REPLACE INTO _actors_kv (key, value) VALUES (?, ?)", (key, data)
         )
 

@@ -17,6 +17,7 @@ Guarantees
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -205,6 +206,27 @@ async def _serve_until_signalled(config: Config) -> None:
                 print(f"actors: listening on {url}", flush=True)
 
 
+#: young-generation threshold of the cyclic garbage collector in ``actors serve`` (CPython: 700)
+GC_THRESHOLD_0 = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """Make the cyclic garbage collector cheap for a server process (``actors serve`` only).
+
+    Under load every request in flight holds hypercorn's, trio's and our objects alive for the few
+    milliseconds until its turn is durable, so each young collection (every 700 container
+    allocations by default) walks thousands of live objects, and many survive into full
+    collections that walk the whole heap: 6-8% of the event loop's time at ~800 requests/s. Freezing
+    what is alive after start-up (modules, the app) keeps full collections off it, and a larger
+    young threshold makes collections 14 times rarer at about the same cost each. Memory held by
+    unreachable cycles grows by at most that many objects; reference counting still frees the rest
+    at once.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console script; returns the exit status."""
     parser = _build_parser()
@@ -222,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2
     configure_logging(config.log_level, config.log_format)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
+    tune_garbage_collector()
     try:
         trio.run(_serve_until_signalled, config)
     except Exception as exc:  # startup failures (port in use, bad --app) and bugs: log, exit 1

@@ -494,7 +494,7 @@ def _decode_json(text: str, limit: int) -> Any:
     if len(text) > limit // 4 and len(text.encode()) > limit:
         raise LimitExceeded(f"message is over max_frame_bytes ({limit})", limit=FRAME_LIMIT)
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return _decode_json_text(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"malformed JSON message: {exc}") from None
 
@@ -502,6 +502,10 @@ def _decode_json(text: str, limit: int) -> Any:
 def _not_json(constant: str) -> Any:
     """Python's json reads NaN and Infinity; JSON has neither, and a browser could not read them back."""
     raise ValueError(f"{constant} is not JSON")
+
+
+#: json.loads with an option builds a new decoder for every message; this one is made once
+_decode_json_text = json.JSONDecoder(parse_constant=_not_json).decode
 
 
 def _decode_cbor(data: bytes) -> Any:

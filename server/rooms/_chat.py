@@ -21,6 +21,9 @@ from typing import Any, Final
 
 from actors import DurableObject, WebSocket
 
+#: json.dumps with these separators builds a new encoder on every call; this one is made once
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 HISTORY_MESSAGES: Final = 50
 MAX_USER_CHARS: Final = 64
 MAX_TEXT_CHARS: Final = 4096
@@ -61,7 +64,7 @@ class ChatRoom(DurableObject):
         self.storage.sql("INSERT INTO messages VALUES (?, ?, ?, ?)", seq, user, text, ts)
         self.storage.put("seq", seq)
         message = {"user": user, "text": text, "ts": ts, "seq": seq}
-        frame = json.dumps(message, separators=(",", ":"))  # encoded once for every member
+        frame = _compact_json(message)  # encoded once for every member
         for member in self.sockets():
             member.send(message if member.binary else frame)
         return message

@@ -8,7 +8,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from actors import App, Durability, Settings
+from actors import App, Durability, Settings, open_runtime
 from actors.errors import UserError
 from actors.testing import TestRuntime, open_test_runtime
 
@@ -266,3 +266,44 @@ async def test_committed_writes_survive_restart_and_crash_under_each_durability(
         await store.put("c", 3)
         await t.restart(crash=True)
         assert await store.keys() == ["a", "b", "c"]
+
+
+#### New files made off the event loop (pipelined FSYNC, real threads)
+
+
+async def test_a_new_object_is_written_in_memory_then_made_durable_through_a_temporary_file(tmp_path):
+    object_id = APP.id_from_name("Store", "s")
+    hex_id = object_id.hex
+    folder = tmp_path / "objects" / "Store" / hex_id[:2] / hex_id[2:4]
+    folder.mkdir(parents=True)
+    stray = folder / f"{hex_id}.sqlite3.new"
+    stray.write_bytes(b"half of a file left by a crash before its rename")
+    async with open_runtime(APP, tmp_path) as runtime:
+        assert runtime.pipelined_sync
+        await runtime.call(object_id, "sql_steps", [["CREATE TABLE t (x)", "INSERT INTO t VALUES (1)"]])
+        await runtime.call(object_id, "put", ["k", "v"])
+        path = folder / f"{hex_id}.sqlite3"
+        assert not stray.exists()
+        assert str(folder) in runtime.durable_folders
+        assert [(e.id.cls, e.id.name) for e in runtime.list_objects()] == [("Store", "s")]
+    assert files_under(tmp_path / "objects") == [path]
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert connection.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        connection.close()
+    async with open_runtime(APP, tmp_path) as runtime:
+        assert await runtime.call(object_id, "list") == [["k", "v"]]
+
+
+async def test_a_new_object_whose_first_batch_rolled_back_in_memory_leaves_no_file(tmp_path):
+    object_id = APP.id_from_name("Store", "s")
+    async with open_runtime(APP, tmp_path) as runtime:
+        with pytest.raises(UserError):
+            await runtime.call(object_id, "put_then_fail", ["k", 1])
+        assert files_under(tmp_path) == sorted(tmp_path.glob("catalog.sqlite3*"))
+        assert runtime.list_objects() == []
+        await runtime.call(object_id, "put", ["k", 2])
+        assert await runtime.call(object_id, "list") == [["k", 2]]

@@ -160,6 +160,7 @@ async def test_transaction_control_is_refused_with_a_pointer_to_transaction(tmp_
     ("query", "params", "table"),
     [
         ("SELECT value FROM _actors_kv WHERE key = ?", ("k",), "_actors_kv"),
+        ("SELECT 1; SELECT value FROM _actors_kv WHERE key = ?", ("k",), "_actors_kv"),
         ("INSERT OR REPLACE INTO _actors_kv (key, value) VALUES (?, ?)", ("k", b"\xf6"), "_actors_kv"),
         ("SELECT * FROM main._actors_kv", (), "_actors_kv"),
         ('SELECT count(*) FROM "_ACTORS_KV"', (), "(?i:_actors_kv)"),

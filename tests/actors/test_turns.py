@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import App, Settings
+from actors import App, Settings, open_runtime
 from actors.errors import (
     CallTimeout,
     Deadlock,
@@ -184,3 +184,37 @@ async def test_calls_in_one_batch_share_a_commit_but_keep_their_own_rollback(tmp
         assert sorted(map(str, outcomes)) == ["2", "3", "ValueError"]
         assert t.statistics().batches_committed == before + 1
         assert await counter.get() == 3
+
+
+#### Group commit hold (pipelined FSYNC, real threads)
+
+
+async def test_an_idle_event_loop_commits_at_once_whatever_the_commit_hold(tmp_path):
+    async with open_runtime(APP, tmp_path, settings=Settings(commit_hold=30.0)) as runtime:
+        counter = APP.id_from_name("Counter", "c")
+        with trio.fail_after(5):  # the hold ends as soon as nothing else is runnable
+            for expected in (1, 2, 3):
+                assert await runtime.call(counter, "increment") == expected
+
+
+async def test_a_busy_event_loop_holds_a_batch_for_more_calls_but_only_until_the_commit_hold(tmp_path):
+    settings = Settings(commit_hold=0.2)
+    async with open_runtime(APP, tmp_path, settings=settings) as runtime, trio.open_nursery() as nursery:
+        counter = APP.id_from_name("Counter", "c")
+        await runtime.call(counter, "increment")  # the object exists and is live
+
+        async def busy() -> None:  # keeps the loop from ever being idle
+            while True:
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(busy)
+        before = runtime.statistics().batches_committed
+        started = trio.current_time()
+        async with trio.open_nursery() as callers:
+            for _ in range(3):
+                callers.start_soon(runtime.call, counter, "increment")
+                await trio.sleep(0.01)  # arrive one by one, while the first batch is held
+        assert 0.2 <= trio.current_time() - started < 5  # bounded by the hold
+        assert runtime.statistics().batches_committed == before + 1
+        assert await runtime.call(counter, "get") == 4
+        nursery.cancel_scope.cancel()
