@@ -127,6 +127,8 @@ class ObjectFile:
         self._wal_synced = False
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
+        #: ``synchronous`` and ``foreign_keys`` are still to be set (see materialize)
+        self._pragmas_pending = False
         #: the runtime's folders known to exist with a durable entry (shared by its files; see
         #: ``materialize``)
         self._durable_folders = set() if durable_folders is None else durable_folders
@@ -223,6 +225,10 @@ class ObjectFile:
         cursor = self.cursor
         assert cursor is not None
         if not self.in_batch:
+            if self._pragmas_pending:  # a file materialize() made (outside any transaction)
+                cursor.execute(f"PRAGMA synchronous={self._synchronous}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                self._pragmas_pending = False
             cursor.execute("BEGIN")
             self.in_batch = True
         if not self.has_schema:
@@ -345,8 +351,10 @@ class ObjectFile:
         file = apsw.Connection(str(self.path))
         try:
             file.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-            for pragma in ("locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON"):
-                file.execute(f"PRAGMA {pragma}").fetchall()
+            # Only the lock mode now: ``synchronous`` opens the file and so creates its -wal (an
+            # inode, which this disk allocates slowly); writable() sets the rest before the next
+            # write, and an object written once (most of a spread workload) never makes one.
+            file.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
             file.authorizer = self._authorize
         except BaseException:
             file.close()
@@ -354,6 +362,7 @@ class ObjectFile:
         self._use(file)
         self.in_memory = False
         self._wal_synced = False
+        self._pragmas_pending = True
         memory.close()
 
     def sync(self) -> None:

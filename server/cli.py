@@ -99,6 +99,7 @@ _OPTIONS = (
     _Option("max_live_objects", int, "objects in memory at once"),
     _Option("max_queue_depth", int, "calls queued per object before 503 Overloaded"),
     _Option("call_timeout", float, "seconds a call may take, queueing included, before 504"),
+    _Option("commit_hold", float, "seconds a batch may wait for more calls on a busy node (0: never)"),
     _Option("max_body_bytes", int, "largest request body before 413"),
     _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
     _Option("ratelimit_limit", int, "burst of each /ratelimit/{key} token bucket"),
