@@ -79,8 +79,8 @@ class Work:
     ``label`` with ``args`` and ``kwargs`` (no closure and no extra coroutine per call)."""
 
     __slots__ = (
-        "_waiter", "args", "chain", "check_result", "deadline", "error", "fn", "kwargs", "label",
-        "outbox", "result", "solo", "state",
+        "_waiter", "args", "callback", "chain", "check_result", "deadline", "error", "fn", "kwargs",
+        "label", "outbox", "result", "solo", "state",
     )  # fmt: skip
 
     def __init__(
@@ -108,6 +108,8 @@ class Work:
         self.outbox: list[Any] | None = None
         #: runs alone, after everything before it committed, with no transaction open (snapshots)
         self.solo = False
+        #: called with this work once finished, for a caller that does not wait (``Runtime.start_call``)
+        self.callback: Callable[[Work], None] | None = None
 
     def finish(self) -> None:
         """The outcome is final and durable: release the reply and what the turn queued for sockets."""
@@ -120,6 +122,13 @@ class Work:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             trio.lowlevel.reschedule(waiter)
+        elif self.callback is not None:
+            self.callback(self)
+
+    def abandon(self) -> None:
+        """The caller went away: if still queued, never run it (and never finish it)."""
+        if self.state is WorkState.QUEUED:
+            self.state = WorkState.ABANDONED
 
     @property
     def finished(self) -> bool:

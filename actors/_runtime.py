@@ -14,9 +14,10 @@ Guarantees
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -172,24 +173,7 @@ class Runtime:
         started = trio.current_time()
         outcome = "ok"
         try:
-            bound = self.app.method(object_id.cls, method)
-            if kwargs is None:
-                kwargs = {}
-            elif type(kwargs) is not dict:
-                raise InvalidArgument("kwargs must be a dict")
-            if args or kwargs:
-                flat = _codec.is_flat(args) and _codec.is_flat(kwargs)
-                if not flat:
-                    problem = _codec.describe_unserializable(list(args), "args")
-                    problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
-                    if problem:
-                        raise InvalidArgument(problem)
-                bound.bind(tuple(args), kwargs)
-                if not flat:
-                    # A CBOR round trip gives the object its own copy, as a remote call would.
-                    args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
-            else:
-                bound.bind((), kwargs)
+            args, kwargs = self._checked_arguments(object_id, method, args, kwargs)
             deadline = started + (self._call_timeout if timeout is None else timeout)
             # fn=None: the worker calls the method by name (no closure, no wrapping coroutine)
             result = await self._run(object_id, None, method, deadline, True, False, args, kwargs)
@@ -199,6 +183,94 @@ class Runtime:
             raise
         finally:
             self.hooks.call_finished(object_id.cls, method, outcome, trio.current_time() - started)
+
+    def start_call(
+        self,
+        object_id: ObjectId,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any] | None,
+        timeout: float | None,
+        reply: Callable[[Any, ActorError | None], None],
+    ) -> Work | None:
+        """``call`` without a waiting task, for a server answering many calls on one connection.
+
+        If the object is live, queue the call and return its Work: ``reply(result, None)`` or
+        ``reply(None, error)`` then runs exactly once, in the trio thread, when the outcome is final
+        and durable, with the same guarantees, errors and copies as ``call``. ``work.abandon()`` (the
+        caller went away) keeps a still-queued call from running, and ``reply`` from being called.
+        If the object is not live (it must be activated, which waits), return None and do nothing:
+        use ``call``. Errors found before queueing are raised here. Never from inside a turn.
+        """
+        started = trio.current_time()
+        activation = self.table.live.get(object_id.hex)
+        if activation is None or activation.state is ActivationState.EVICTING:
+            return None
+        try:
+            if self.closing:
+                raise ShuttingDown("the runtime is shutting down")
+            args, kwargs = self._checked_arguments(object_id, method, args, kwargs)
+            if len(activation.queue) >= self._max_queue_depth:
+                raise Overloaded(
+                    f"{object_id} has {len(activation.queue)} calls queued (max_queue_depth)",
+                    retry_after=retry_after(activation),
+                )
+        except ActorError as exc:
+            self.hooks.call_finished(object_id.cls, method, exc.type, trio.current_time() - started)
+            raise
+        deadline = started + (self._call_timeout if timeout is None else timeout)
+        work = Work(None, method, deadline, object(), True, args, kwargs)
+        work.callback = functools.partial(self._replied, object_id.cls, started, reply)
+        activation.enqueue(work)
+        self.deadlines.watch(work, activation)
+        return work
+
+    def _replied(
+        self, cls: str, started: float, reply: Callable[[Any, ActorError | None], None], work: Work
+    ) -> None:
+        """A started call finished (called by ``Work.finish``): count it, copy its result, reply."""
+        error, result = work.error, work.result
+        try:
+            if error is None and type(result) in (list, dict):
+                result = _codec.loads(_codec.dumps(result))
+        except Exception as exc:  # checked serializable when the turn ended: a bug of ours
+            error, result = self.internal_error(exc, f"copying the result of {work.label}"), None
+        if error is not None and not isinstance(error, ActorError):
+            error = self.internal_error(error, f"the outcome of {work.label}")
+        outcome = "ok" if error is None else error.type
+        self.hooks.call_finished(cls, work.label, outcome, trio.current_time() - started)
+        try:
+            reply(result, error)
+        except Exception as exc:  # the server's reply callback failed: never stop the other replies
+            self.internal_error(exc, f"replying to {work.label}")
+
+    def _checked_arguments(
+        self,
+        object_id: ObjectId,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any] | None,
+    ) -> tuple[tuple[Any, ...] | list[Any], dict[str, Any]]:
+        """The arguments, bound to the public method's signature and the object's own copy."""
+        bound = self.app.method(object_id.cls, method)
+        if kwargs is None:
+            kwargs = {}
+        elif type(kwargs) is not dict:
+            raise InvalidArgument("kwargs must be a dict")
+        if args or kwargs:
+            flat = _codec.is_flat(args) and _codec.is_flat(kwargs)
+            if not flat:
+                problem = _codec.describe_unserializable(list(args), "args")
+                problem = problem or _codec.describe_unserializable(kwargs, "kwargs")
+                if problem:
+                    raise InvalidArgument(problem)
+            bound.bind(tuple(args), kwargs)
+            if not flat:
+                # A CBOR round trip gives the object its own copy, as a remote call would.
+                args, kwargs = _codec.loads(_codec.dumps([list(args), kwargs]))
+        else:
+            bound.bind((), kwargs)
+        return args, kwargs
 
     async def submit(
         self,

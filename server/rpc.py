@@ -10,8 +10,10 @@ Guarantees
   cluster map) before anything else. No version in common: ``Error(None, InvalidArgument)``, 4400.
 - Every Call gets exactly one Result or Error with its id while the connection lasts. Calls run
   concurrently and are answered as they finish: a slow call never holds up a fast one. Calls to one
-  object still enter its queue in the order sent: workers take calls in order, and the runtime
-  queues a call before its first checkpoint (unless it must wait for an eviction or for room).
+  object still enter its queue in the order sent: a call to a live object is queued as its message
+  is admitted; while one of the object's calls is on the workers' path, its later calls take that
+  path too; workers take calls in order, and the runtime queues a call before its first checkpoint
+  (unless it must wait for an eviction or for room).
 - A malformed message (not a CBOR array of frames, a text frame, a second Hello, a frame only the
   node sends, a call id already in flight) gets ``Error(None, InvalidArgument)`` and the close
   4400 with the problem as its reason; none of its calls run. Nothing a client sends stops the node.
@@ -32,18 +34,20 @@ Guarantees
 
 Mechanism: three kinds of task per connection, none per call.
 - The reader (the connection's own task) reads a message, decodes it with ``wire.decode``, checks
-  the whole batch, then admits each Call synchronously: an object id, an in-flight slot, and a place
-  in ``_waiting``.
-- Callers: a pool of worker tasks that each take a waiting call, ``await runtime.call(...)`` and
-  queue its reply. A worker parks when nothing waits and is woken for the next call; a new one is
-  started only when none is idle, so a connection holds about as many workers as its peak of
-  concurrent calls (at most ``MAX_IN_FLIGHT_PER_CONNECTION``, 1.6 KB each parked); all but
-  ``KEEP_IDLE_WORKERS`` exit after ``RETIRE_AFTER_SECONDS`` with nothing in flight. Waking a parked
-  task costs about half of starting one, and a closed-loop client that empties its window every
-  round would otherwise start them all again each round.
+  the whole batch, then admits each Call synchronously: an object id, an in-flight slot, and either
+  ``Runtime.start_call`` (the object is live: the call is queued on it now, and a callback queues
+  the reply once durable; no task is involved) or a place in ``_waiting``.
+- Callers, for calls whose object must first be activated (which waits): a pool of worker tasks
+  that each take a waiting call, ``await runtime.call(...)`` and queue its reply. A worker parks
+  when nothing waits and is woken for the next call; a new one is started only when none is idle,
+  so a connection holds about as many workers as its peak of concurrent activating calls (at
+  most ``MAX_IN_FLIGHT_PER_CONNECTION``, 1.6 KB each parked); all but ``KEEP_IDLE_WORKERS`` exit
+  after ``RETIRE_AFTER_SECONDS`` with nothing in flight. Waking a parked task costs about half of
+  starting one, and a closed-loop client that empties its window every round would otherwise
+  start them all again each round.
 - The writer swaps out every reply queued since it last ran and packs them into as few messages as
   ``MAX_FRAMES_PER_MESSAGE`` and ``max_frame_bytes`` allow: turns that commit together (group
-  commit) wake their workers together, so their replies leave in one message.
+  commit) are answered together, so their replies leave in one message.
 
 XX: a client that never sends its Hello holds its connection until it closes (as an idle socket
 on the other routes does); a handshake deadline would need a close code of its own.
@@ -51,6 +55,7 @@ on the other routes does); a handshake deadline would need a close code of its o
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -69,6 +74,7 @@ from .websocket import CLOSE_TIMEOUT_SECONDS, GOING_AWAY, Receive, Send
 
 if TYPE_CHECKING:
     from actors import ObjectId
+    from actors._activation import Work  # what Runtime.start_call returns
 
     from .asgi import Node
 
@@ -166,8 +172,8 @@ class _Connection:
 
     __slots__ = (
         "_deadline", "_idle", "_ids", "_in_flight", "_nursery", "_queue", "_queue_taken", "_retiring",
-        "_scope", "_send", "_waiting", "_workers", "_writer", "close_code", "close_reason",
-        "draining", "node",
+        "_scope", "_send", "_slow", "_started", "_waiting", "_workers", "_writer", "close_code",
+        "close_reason", "draining", "node",
     )  # fmt: skip
 
     def __init__(self, node: Node, send: Send) -> None:
@@ -183,6 +189,11 @@ class _Connection:
         self._in_flight: set[int] = set()
         #: admitted calls no worker has taken yet
         self._waiting: deque[tuple[Call, ObjectId]] = deque()
+        #: calls queued on a live object without a worker (``Runtime.start_call``), by call id
+        self._started: dict[int, Work] = {}
+        #: objects (by hex id) with calls on the workers' path not yet answered: their later calls
+        #: take that path too, so that calls to one object enter its queue in the order sent
+        self._slow: dict[str, int] = {}
         #: ids computed for (class, name), at most ``_MAX_CACHED_IDS``
         self._ids: dict[tuple[str, str], ObjectId] = {}
         #: parked workers
@@ -202,17 +213,24 @@ class _Connection:
     async def serve(self, receive: Receive) -> int:
         """Read until the client's close (or the node's, once written); returns the close code."""
         code = 1006
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._scope = nursery.cancel_scope
-            nursery.cancel_scope.deadline = self._deadline
-            nursery.start_soon(self._serve_writer)
-            try:
-                code = await self._read(receive)
-            finally:
-                if self.close_code is not None:  # the node closed: hypercorn cannot tell
-                    code = self.close_code
-                nursery.cancel_scope.cancel()  # calls still in flight: no one to answer
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._scope = nursery.cancel_scope
+                nursery.cancel_scope.deadline = self._deadline
+                nursery.start_soon(self._serve_writer)
+                try:
+                    code = await self._read(receive)
+                finally:
+                    if self.close_code is not None:  # the node closed: hypercorn cannot tell
+                        code = self.close_code
+                    nursery.cancel_scope.cancel()  # calls still in flight: no one to answer
+        finally:
+            # Calls started without a worker and still queued will never run (as a cancelled
+            # worker's would not); those already running finish and commit, and reply to no one.
+            started, self._started = self._started, {}
+            for work in started.values():
+                work.abandon()
         return code
 
     #### Closing
@@ -314,7 +332,8 @@ class _Connection:
             ids.add(frame.id)
         if len(ids) != len(frames) or not in_flight.isdisjoint(ids):
             raise ProtocolError("a call id is already in flight on this connection")
-        app, ids_by_name, waiting, queue = self.node.runtime.app, self._ids, self._waiting, self._queue
+        runtime, ids_by_name, waiting, queue = self.node.runtime, self._ids, self._waiting, self._queue
+        app, started, slow = runtime.app, self._started, self._slow
         admitted = 0
         for call in cast("list[Call]", frames):
             if self.draining:
@@ -335,6 +354,24 @@ class _Connection:
                     ids_by_name.clear()
                 ids_by_name[key] = object_id
             in_flight.add(call.id)
+            if object_id.hex not in slow:
+                # A live object: queue the call now, with a callback instead of a worker task.
+                try:
+                    work = runtime.start_call(
+                        object_id,
+                        call.method,
+                        call.args,
+                        call.kwargs,
+                        call.timeout,
+                        functools.partial(self._reply, call.id),
+                    )
+                except Exception as exc:
+                    queue.append(Error(call.id, self._error_body(exc)))
+                    continue
+                if work is not None:
+                    started[call.id] = work
+                    continue
+            slow[object_id.hex] = slow.get(object_id.hex, 0) + 1
             waiting.append((call, object_id))
             admitted += 1
         if len(queue) > 0:
@@ -342,6 +379,16 @@ class _Connection:
         self._wake_workers(admitted)
 
     #### Callers
+
+    def _reply(self, call_id: int, result: Any, error: ActorError | None) -> None:
+        """A call started without a worker finished: queue its reply (called by the runtime)."""
+        if self._started.pop(call_id, None) is None:
+            return  # the connection is gone
+        if error is None:
+            self._queue.append(Result(call_id, result))
+        else:
+            self._queue.append(Error(call_id, self._error_body(error)))
+        self._wake_writer()
 
     def _wake_workers(self, calls: int) -> None:
         """Make sure ``calls`` more waiting calls have a worker: wake idle ones, start the rest."""
@@ -371,6 +418,12 @@ class _Connection:
                         self._queue.append(Error(call.id, self._error_body(exc)))
                     else:
                         self._queue.append(Result(call.id, value))  # the writer swaps the list
+                    finally:
+                        slow, key = self._slow, object_id.hex
+                        if slow[key] == 1:
+                            del slow[key]
+                        else:
+                            slow[key] -= 1
                     if self._writer is not None:
                         self._wake_writer()
                 if self._retiring:

@@ -16,6 +16,16 @@ from actors import App, DurableObject, WebSocket
 
 
 class Probe(DurableObject):
+    async def on_start(self) -> None:
+        if self.id.name.startswith("slowstart"):  # an activation that takes a while
+            await trio.sleep(0.3)
+
+    async def append(self, item: int) -> list[int]:
+        """Append ``item`` to a stored list and return the list (the order calls were applied in)."""
+        items: list[int] = [*self.storage.get("items", []), item]
+        self.storage.put("items", items)
+        return items
+
     async def echo(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"args": list(args), "kwargs": kwargs}
 

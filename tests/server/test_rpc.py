@@ -168,6 +168,42 @@ async def test_many_calls_to_one_object_in_one_message_come_back_batched(node: N
     assert reply.json() == {"value": 500}
 
 
+async def test_calls_sent_while_their_object_activates_still_apply_in_the_order_sent(
+    node: Node, unique: str
+) -> None:
+    # A new object's first calls wait for its activation on the node's worker tasks; calls that
+    # arrive once it is live are queued on it at once. Those must not overtake the first ones:
+    # per object, two calls in one message, then one per message right behind them.
+    objects = [f"{unique}-{i}" for i in range(30)] + [f"slowstart-{unique}"]  # (0.3 s on_start)
+    call_id = 0
+    sent: dict[int, tuple[str, int]] = {}
+    async with open_rpc(node) as ws:
+        for name in objects:
+            for message in ([1, 2], [3], [4], [5]):
+                frames = []
+                for item in message:
+                    call_id += 1
+                    sent[call_id] = (name, item)
+                    frames.append(Call(call_id, "Probe", name, "append", [item], {}))
+                await ws.send_message(wire.encode(frames))
+        by_id, _ = await replies(ws, call_id)
+    for call, (name, item) in sent.items():
+        assert by_id[call] == Result(call, list(range(1, item + 1))), name
+
+
+async def test_calls_still_queued_when_the_client_closes_never_run(node: Node, unique: str) -> None:
+    async with open_rpc(node) as ws:
+        assert await call_one(ws, Call(1, "Probe", unique, "slow", [0], {})) == Result(1, 1)  # live
+        await ws.send_message(wire.encode([Call(2, "Probe", unique, "slow", [1.0], {})]))
+        await ws.send_message(wire.encode([Call(i, "Probe", unique, "append", [i], {}) for i in range(3, 8)]))
+        await trio.sleep(0.3)  # the slow turn is running, the appends are queued behind it
+    await trio.sleep(1.0)  # the slow turn has finished
+    async with open_rpc(node) as ws:
+        # the running turn committed; the queued calls were dropped with their connection
+        assert await call_one(ws, Call(1, "Probe", unique, "slow_calls", [], {})) == Result(1, 2)
+        assert await call_one(ws, Call(2, "Probe", unique, "append", [99], {})) == Result(2, [99])
+
+
 ERRORS: list[tuple[Call, type[errors.ActorError], str]] = [
     (Call(1, "Nope", "x", "m", [], {}), errors.UnknownClass, "no object class named 'Nope'"),
     (Call(1, "Probe", "x", "nope", [], {}), errors.UnknownMethod, "Probe has no public async method 'nope'"),
