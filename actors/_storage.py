@@ -287,10 +287,14 @@ def _check_keys(keys: Iterable[str]) -> list[str]:
     return keys
 
 
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
 def _encode_value(key: str, value: Any) -> bytes:
-    problem = _codec.describe_unserializable(value, f"value of {key!r}")
-    if problem:
-        raise InvalidArgument(problem)
+    if type(value) not in _PLAIN_SCALARS:  # a scalar needs no walk (and no message made for it)
+        problem = _codec.describe_unserializable(value, f"value of {key!r}")
+        if problem:
+            raise InvalidArgument(problem)
     try:
         data = _codec.dumps(value)
     except UnicodeEncodeError:
