@@ -49,8 +49,10 @@ Errors
 
 Closing
     A draining node (SIGTERM) answers new Calls with ``ShuttingDown``, answers the calls in flight,
-    then closes with 1001: a call without a reply at a 1001 close never reached an object. After any
-    other close, a call without a reply may or may not have run.
+    then closes with ``DRAIN_CLOSE``: 1001 and the reason ``"node shutting down"``. A call without a
+    reply at that close never reached an object, so a client may send it again (the SDK does). A
+    1001 with any other reason (a proxy going away) or any other close says nothing of the sort: a
+    call without a reply may or may not have run.
 
 Limits
     ``MAX_FRAMES_PER_MESSAGE`` frames per message; the node's ``max_message_bytes`` bytes per message
@@ -72,6 +74,7 @@ import cbor2
 from .errors import ActorError, InvalidArgument, error_from_wire
 
 __all__ = [
+    "DRAIN_CLOSE",
     "MAX_CALL_ID",
     "MAX_FRAMES_PER_MESSAGE",
     "PROTOCOL_VERSION",
@@ -97,6 +100,10 @@ MAX_FRAMES_PER_MESSAGE: Final = 1024
 
 #: call ids are positive and below this (they fit a CBOR unsigned int and a signed 64-bit integer)
 MAX_CALL_ID: Final = 2**63 - 1
+
+#: the close a draining node sends once every call it read is answered: (code, reason). Calls without
+#: a reply at this exact close never reached an object (see "Closing" above).
+DRAIN_CLOSE: Final = (1001, "node shutting down")
 
 #: items a Hello may list in ``versions`` and bytes an ``agent`` or node name may have
 _MAX_VERSIONS = 16

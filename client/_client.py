@@ -11,9 +11,12 @@ Guarantees
   written to a socket (the connection was down or being re-established: it waits for the reconnect
   within its timeout, ``_connection.py``); (b) the node answered ``Overloaded`` (after its
   ``retry_after``) or ``ShuttingDown`` (after ``SHUTTING_DOWN_RETRY_SECONDS``), both of which the
-  runtime raises only for calls that never reached the object, as long as the wait ends before the
-  call's deadline. Nothing else is retried: a call that was written and then lost its connection, or
-  got no reply by its deadline, may have run (``OutcomeUnknown``); every other answer is final.
+  runtime raises only for calls that never reached the object; (c) it was written but still
+  unanswered when the node closed with its drain close (``wire.DRAIN_CLOSE``), which the node sends
+  only once it answered every call it read (the connection reports those as ``ShuttingDown``); as
+  long as the wait ends before the call's deadline. Nothing else is retried: a call that was written
+  and then lost its connection any other way, or got no reply by its deadline, may have run
+  (``OutcomeUnknown``); every other answer is final.
 - Every wait of a call (a free in-flight slot, a reconnect, a retry delay, the reply) counts against
   its one timeout, which the node is told in the Call frame and enforces itself.
 """
@@ -86,9 +89,10 @@ class Client:
     Retries: a call is sent again only if it provably never reached its object, and only while the
     retry can finish before its deadline: a call not yet written to a socket when the connection
     dropped (or made while it was down) waits for the reconnect; a call answered ``Overloaded``
-    is sent again after its ``retry_after``, one answered ``ShuttingDown`` after 0.25 s. A call
-    written and then cut off (``ConnectionLost``) or unanswered (``ReplyTimeout``) is never sent
-    again: it may have run. Every other answer is final.
+    is sent again after its ``retry_after``, one answered ``ShuttingDown`` (or left unanswered by a
+    node's drain close) after 0.25 s. A call written and then cut off any other way
+    (``ConnectionLost``) or unanswered (``ReplyTimeout``) is never sent again: it may have run.
+    Every other answer is final.
     """
 
     def __init__(

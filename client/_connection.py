@@ -4,7 +4,10 @@ Guarantees
 - A call is sent at most once. It is *queued* until the writer puts it into a message, then *written*.
   A queued call survives a dropped socket and goes out on the next one; a written call whose socket
   drops before its reply fails with :class:`~client.errors.ConnectionLost` and is never sent again.
-  So the SDK never applies a call twice, whatever the network does.
+  So the SDK never applies a call twice, whatever the network does. The one exception is proof
+  that the node never read it: a written call still unanswered when the node closes with
+  ``wire.DRAIN_CLOSE`` (it drains: it answers every call it read before that close) fails with
+  ``ShuttingDown``, which the client retries like the node's own ``ShuttingDown``.
 - Every call ends exactly once: with its reply; at its deadline if still queued (``Unreachable`` if
   the socket was down, ``CallTimeout`` if it was up: either way nothing was sent); with ``ReplyTimeout``
   ``REPLY_GRACE_SECONDS`` after its deadline if written and unanswered (the node enforces the deadline
@@ -43,7 +46,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from actors import wire
-from actors.errors import CallTimeout
+from actors.errors import CallTimeout, ShuttingDown
 
 from ._calls import CallTable, PendingCall
 from ._dial import CLOSE_TIMEOUT_SECONDS, Dialer, auth_headers, describe, is_transient, refusal, ws_url
@@ -133,6 +136,8 @@ class Connection:
         self._last_error = "the first attempt did not finish"
         #: the permanent refusal of the last dial, until the next dial starts
         self._rejected: Rejected | None = None
+        #: the socket being served ended with the node's drain close (``wire.DRAIN_CLOSE``)
+        self._drained = False
         #: the caller's cap; the node's Welcome may lower it
         self._limit = max_in_flight or DEFAULT_MAX_IN_FLIGHT
         self._table = CallTable(self._limit)
@@ -354,6 +359,7 @@ class Connection:
     async def _serve_open(self, ws: WebSocketConnection) -> None:
         """Run the reader and the writer until either sees the socket end (or the client closes)."""
         ended = "the connection was closed"
+        self._drained = False
         try:
             async with trio.open_nursery() as nursery:
                 self._serving = nursery.cancel_scope
@@ -366,7 +372,15 @@ class Connection:
             if self._state is not _S.CLOSED:
                 self._last_error = ended
                 self._set_state(_S.BACKOFF)
-                self._lose_written(f"the connection ended ({ended})")
+                if self._drained:
+                    self._table.fail_written(
+                        lambda call: ShuttingDown(
+                            f"{call.label}: the node closed for a restart before reading this call; "
+                            "it never ran"
+                        )
+                    )
+                else:
+                    self._lose_written(f"the connection ended ({ended})")
 
     async def _serve_writer(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
         table = self._table
@@ -380,8 +394,15 @@ class Connection:
                 await ws.send_message(message)
                 self._messages_sent += 1
                 self._calls_sent += table.last_message_calls
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            self._note_close(exc)
             scope.cancel()  # the reader sees the same close and names it
+
+    def _note_close(self, exc: ConnectionClosed) -> None:
+        """Remember whether the socket ended with the node's drain close (reader or writer saw it)."""
+        reason = exc.reason
+        if reason is not None and (reason.code, reason.reason) == wire.DRAIN_CLOSE:
+            self._drained = True
 
     def _unpark_writer(self, _: Any) -> trio.lowlevel.Abort:
         self._writer_parked = None
@@ -395,6 +416,7 @@ class Connection:
                 table.resolve_message(await ws.get_message())
                 self._messages_received += 1
         except ConnectionClosed as exc:
+            self._note_close(exc)
             return describe(exc)
         except wire.ProtocolError as exc:
             reason = f"the node sent a malformed message ({exc})"

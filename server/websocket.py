@@ -84,7 +84,7 @@ from urllib.parse import parse_qs
 import cbor2
 import trio
 
-from actors import plain_value_problem
+from actors import plain_value_problem, wire
 from actors.errors import ActorError, InvalidArgument, LimitExceeded, Overloaded, ShuttingDown
 
 from . import codec
@@ -126,7 +126,7 @@ MAX_SEND_QUEUE_FRAMES: Final = 1024
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
 #: the close of a draining node
-GOING_AWAY: Final = (1001, "node shutting down")
+GOING_AWAY: Final = wire.DRAIN_CLOSE  # (1001, "node shutting down"), on every socket
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,57 @@ async def test_a_dropped_socket_fails_written_calls_and_never_sends_them_again(
     assert len(fake.sockets) == 2
 
 
+async def test_calls_left_unanswered_by_a_drain_close_are_sent_again_on_the_next_socket(
+    fake: FakeNode, autojump_clock: object
+):
+    # The node's drain close (1001 "node shutting down") comes only after it answered every call it
+    # read: the calls still unanswered never reached an object, so they go out again.
+    async def handler(call: wire.Call) -> str:
+        if len(fake.sockets) == 1:
+            await trio.sleep_forever()  # read by the first socket's node, never answered
+        return call.name
+
+    fake.handler = handler
+    async with open_client(URL, dialer=fake.dial) as client, trio.open_nursery() as nursery:
+        results: list[str] = []
+
+        async def call(name: str) -> None:
+            results.append(await client.call("Counter", name, "increment"))
+
+        for name in ("a", "b", "c"):
+            nursery.start_soon(call, name)
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics().connections[0].calls_written == 3
+        ws = fake.sockets[0].ws
+        assert ws is not None
+        await ws.aclose(*wire.DRAIN_CLOSE)
+    assert sorted(results) == ["a", "b", "c"]
+    assert len(fake.sockets) == 2
+    assert sorted(call.name for call in fake.calls) == ["a", "a", "b", "b", "c", "c"]
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1001, "proxy going away"), (1011, "node shutting down")])
+async def test_any_other_close_fails_written_calls_with_connection_lost(
+    fake: FakeNode, autojump_clock: object, code: int, reason: str
+):
+    async def handler(call: wire.Call) -> str:
+        await trio.sleep_forever()
+
+    fake.handler = handler
+    async with open_client(URL, dialer=fake.dial) as client, trio.open_nursery() as nursery:
+
+        async def held() -> None:
+            with pytest.raises(ConnectionLost, match=r"may or may not have been applied$"):
+                await client.call("Counter", "lost", "increment")
+
+        nursery.start_soon(held)
+        await trio.testing.wait_all_tasks_blocked()
+        ws = fake.sockets[0].ws
+        assert ws is not None
+        await ws.aclose(code, reason)
+    assert [call.name for call in fake.calls] == ["lost"]
+
+
 async def test_calls_made_while_the_node_is_down_wait_for_it_within_their_timeout(
     fake: FakeNode, autojump_clock: object
 ):

@@ -90,3 +90,45 @@ async def test_sigkill_mid_call_never_applies_an_increment_twice(tmp_path: Path)
     async with open_node(data, "--app", APP) as restarted, connect(restarted.url) as reader:
         value = await reader.call("Counter", "crash", "get")
     assert acked <= value <= acked + lost, (acked, lost, value)
+
+
+async def test_a_rolling_restart_under_load_costs_callers_no_errors_and_applies_each_call_once(
+    tmp_path: Path,
+):
+    # SIGTERM with increments in flight, then a new node on the same port and folder: every call
+    # succeeds (answered before the drain close, or refused with ShuttingDown, or left unanswered
+    # by the drain close, or made while the node was down: the last three are sent again), and the
+    # final value is exactly the number of calls acknowledged.
+    data = tmp_path / "data"
+    acked = 0
+    async with open_node(data, "--app", APP) as first:
+        port = str(urlsplit(first.url).port)
+        async with connect(first.url, timeout=STARTUP_TIMEOUT) as client:
+            restarted = trio.Event()
+
+            async def drive() -> None:
+                nonlocal acked
+                while acked < 2 * KILL_AFTER or not restarted.is_set():
+                    await client.call("Counter", "rolling", "increment")  # any error fails the test
+                    acked += 1
+                    if acked == KILL_AFTER:
+                        first.process.send_signal(signal.SIGTERM)
+
+            async def restart(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with trio.fail_after(STOP_TIMEOUT):
+                    await first.process.wait()
+                async with open_node(data, "--app", APP, "--port", port):
+                    restarted.set()
+                    await trio.sleep_forever()  # until the callers are done
+
+            with trio.fail_after(STARTUP_TIMEOUT + STOP_TIMEOUT + 10):
+                async with trio.open_nursery() as nodes:
+                    nodes.start_soon(restart)
+                    async with trio.open_nursery() as callers:
+                        for _ in range(CALLERS):
+                            callers.start_soon(drive)
+                    nodes.cancel_scope.cancel()
+            stats = client.statistics().connections[0]
+    assert stats.connects == 2
+    async with open_node(data, "--app", APP) as third, connect(third.url) as reader:
+        assert await reader.call("Counter", "rolling", "get") == acked
