@@ -43,6 +43,7 @@ stays open) or closes the socket with the code of ``close_code_of`` (``_CLOSE_CO
             ``MAX_SEND_QUEUE_FRAMES`` (the client reads too slowly; see ``websocket.py``)
       4400  InvalidArgument and every other CallerError (a bad name, a name over a limit);
             ``/v1/connect``: a malformed message or no protocol version in common
+      4408  ``/v1/connect`` only: no Hello within ``rpc.HELLO_TIMEOUT_SECONDS`` of the accept
       4404  UnknownClass           no such class in the App (generic route)
 
 The close reason is the error's message, cut to the 123 bytes a close frame can carry.

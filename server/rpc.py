@@ -49,8 +49,9 @@ Mechanism: three kinds of task per connection, none per call.
   ``MAX_FRAMES_PER_MESSAGE`` and ``max_frame_bytes`` allow: turns that commit together (group
   commit) are answered together, so their replies leave in one message.
 
-XX: a client that never sends its Hello holds its connection until it closes (as an idle socket
-on the other routes does); a handshake deadline would need a close code of its own.
+- A client that sends no Hello within ``HELLO_TIMEOUT_SECONDS`` of the accept gets
+  ``Error(None, InvalidArgument)`` naming the limit and the close 4408: an accepted socket that
+  never speaks holds nothing for long.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ if TYPE_CHECKING:
     from .asgi import Node
 
 __all__ = [
+    "HELLO_TIMEOUT_CLOSE_CODE",
+    "HELLO_TIMEOUT_SECONDS",
     "IN_FLIGHT_RETRY_AFTER",
     "KEEP_IDLE_WORKERS",
     "MAX_IN_FLIGHT_PER_CONNECTION",
@@ -101,6 +104,11 @@ MAX_IN_FLIGHT_PER_CONNECTION: Final = 4096
 #: the ``retry_after`` of a Call refused past ``MAX_IN_FLIGHT_PER_CONNECTION``: about the time a
 #: commit batch takes, after which replies have freed slots
 IN_FLIGHT_RETRY_AFTER: Final = 0.05
+
+#: seconds a connection may take from its accept to its Hello (the SDK sends it at once)
+HELLO_TIMEOUT_SECONDS: Final = 5.0
+#: the close for a connection that sent no Hello in time (4000-4999 are ours; 408 is HTTP's timeout)
+HELLO_TIMEOUT_CLOSE_CODE: Final = 4408
 
 #: parked workers a connection keeps once nothing has been in flight for ``RETIRE_AFTER_SECONDS``
 KEEP_IDLE_WORKERS: Final = 16
@@ -249,6 +257,13 @@ class _Connection:
         self._queue.append(Error(None, error.to_dict()))
         self._close(close_code_of(error), close_reason(error.message))
 
+    def _no_hello(self) -> None:
+        problem = InvalidArgument(
+            f"no Hello within HELLO_TIMEOUT_SECONDS ({HELLO_TIMEOUT_SECONDS:g} s) of the connection"
+        )
+        self._queue.append(Error(None, problem.to_dict()))
+        self._close(HELLO_TIMEOUT_CLOSE_CODE, close_reason(problem.message))
+
     def _close(self, code: int, reason: str) -> None:
         """Start the close: the writer writes what is queued, then the close frame."""
         if self.close_code is not None:
@@ -264,8 +279,17 @@ class _Connection:
     async def _read(self, receive: Receive) -> int:
         metrics, limit = self.node.metrics, MAX_IN_FLIGHT_PER_CONNECTION
         welcomed = False
+        hello_deadline = trio.current_time() + HELLO_TIMEOUT_SECONDS
         while True:
-            message = await receive()
+            if welcomed or self.close_code is not None:
+                message = await receive()
+            else:
+                with trio.move_on_at(hello_deadline):
+                    message = await receive()
+                    hello_deadline = math.inf
+                if hello_deadline != math.inf:  # no Hello in time (a channel receive: nothing lost)
+                    self._no_hello()
+                    continue
             kind = message["type"]
             if kind == "websocket.disconnect":
                 return int(message.get("code") or 1005)

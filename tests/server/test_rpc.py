@@ -26,7 +26,12 @@ from actors.wire import Call, Error, Hello, Result, Welcome
 from server.cli import _build_parser, config_from_args
 from server.config import Config
 from server.errors import close_reason
-from server.rpc import IN_FLIGHT_RETRY_AFTER, MAX_IN_FLIGHT_PER_CONNECTION
+from server.rpc import (
+    HELLO_TIMEOUT_CLOSE_CODE,
+    HELLO_TIMEOUT_SECONDS,
+    IN_FLIGHT_RETRY_AFTER,
+    MAX_IN_FLIGHT_PER_CONNECTION,
+)
 
 from .conftest import APP, TOKEN
 from .nodes import STOP_TIMEOUT, Node, fetch, open_node
@@ -49,6 +54,14 @@ async def open_rpc(node: Node, *, token: str | None = None) -> AsyncIterator[Web
 async def read(ws: WebSocketConnection) -> list[wire.Frame]:
     """The frames of the next message."""
     with trio.fail_after(SOCKET_TIMEOUT):
+        message = await ws.get_message()
+    assert isinstance(message, bytes), message
+    return wire.decode(message)
+
+
+async def read_within(ws: WebSocketConnection, seconds: float) -> list[wire.Frame]:
+    """The frames of the next message, waiting up to ``seconds``."""
+    with trio.fail_after(seconds):
         message = await ws.get_message()
     assert isinstance(message, bytes), message
     return wire.decode(message)
@@ -110,6 +123,27 @@ async def test_the_token_is_required_as_a_bearer_header_or_a_query_parameter(str
         async with open_socket(strict_node, path, headers=headers) as ws:
             await ws.send_message(HELLO)
             assert [type(frame) for frame in await read(ws)] == [Welcome]
+
+
+async def test_a_connection_that_sends_no_hello_in_time_is_closed_4408(node: Node) -> None:
+    async with open_socket(node, "/v1/connect") as ws:
+        started = trio.current_time()
+        (error,) = await read_within(ws, HELLO_TIMEOUT_SECONDS + SOCKET_TIMEOUT)
+        assert error == Error(
+            None,
+            {
+                "type": "InvalidArgument",
+                "message": f"no Hello within HELLO_TIMEOUT_SECONDS ({HELLO_TIMEOUT_SECONDS:g} s) "
+                "of the connection",
+            },
+        )
+        assert trio.current_time() - started >= HELLO_TIMEOUT_SECONDS - 0.5
+        code, reason = await wait_closed(ws)
+        assert code == HELLO_TIMEOUT_CLOSE_CODE
+        assert (reason or "").startswith("no Hello within HELLO_TIMEOUT_SECONDS")
+    async with open_rpc(node) as ws:  # the node serves on
+        reply = await call_one(ws, Call(1, "Probe", "x", "echo", [], {}))
+        assert reply == Result(1, {"args": [], "kwargs": {}})
 
 
 async def test_v1_cluster_lists_this_node_and_needs_the_token(node: Node, strict_node: Node) -> None:
