@@ -331,11 +331,13 @@ class Activation:
             split = (queued + 1) // 2
         started = trio.current_time()
         hold_until = started + runtime.settings.commit_hold
+        wrote = False
         try:
             while await self._run_turns(batch, split, limit) and await self._hold(batch, limit, hold_until):
                 pass  # calls arrived while the batch was held: run them in it too
             outcome = "durable"
-            if self.file.has_writes():
+            wrote = self.file.has_writes()
+            if wrote:
                 outcome = await runtime.commit(self, len(batch))
             committed = outcome != "failed"
         except BaseException:
@@ -346,6 +348,9 @@ class Activation:
                     work.error = ShuttingDown("the runtime stopped before this call's turn committed")
                     work.finish()
             raise
+        if wrote and committed:
+            self._batches += 1
+            self._turns_committed += len(batch)
         if not committed:
             for work in batch:
                 if work.error is None:
@@ -407,11 +412,15 @@ class Activation:
         """Group commit under load: wait for more calls to join ``batch``; True if some did.
 
         Only with pipelined sync, writes to commit, no fsync of this file running (else the batch
-        commits at once and waits for that fsync), and until ``hold_until`` (``commit_hold`` after
-        the batch began). The wait ends as soon as the event loop has nothing else to run
-        (``wait_all_tasks_blocked``), so a lightly loaded process commits at once and a busy one
-        keeps collecting turns. Why: every batch costs a COMMIT, an fsync, and its thread's wake-up
-        and GIL hand-offs, which on a core shared with the event loop cost more than several turns.
+        commits at once and waits for that fsync), until ``hold_until`` (``commit_hold`` after the
+        batch began), and only for a hot object: this batch already has more than one turn, or the
+        activation's committed batches averaged two turns or more. An object that gets one call at
+        a time (a spread workload, where most calls create their object) would otherwise hold each
+        call the whole ``commit_hold`` on a busy loop, for calls that never come. The wait ends as
+        soon as the event loop has nothing else to run (``wait_all_tasks_blocked``), so a lightly
+        loaded process commits at once and a busy one keeps collecting turns. Why: every batch
+        costs a COMMIT, an fsync, and its thread's wake-up and GIL hand-offs, which on a core shared
+        with the event loop cost more than several turns.
         At ~900 requests/s on one core (``counter-hot``), batches of 5 made the node spend a fifth
         more CPU per request than the batches of ~16 that a 20 ms hold collects.
         """
@@ -420,6 +429,7 @@ class Activation:
             or len(batch) >= limit
             or self._syncer_running
             or not self.file.has_writes()
+            or (len(batch) < 2 and self._turns_committed < 2 * max(self._batches, 1))
             or trio.current_time() >= hold_until
         ):
             return False

@@ -96,12 +96,23 @@ class Catalog:
             raise error
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        with self._lock, self._conn:  # one transaction, committed (and fsynced) on exit
-            self._conn.executemany(
-                "INSERT INTO objects (id, class, name, created, alarm) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET alarm = excluded.alarm",
-                rows,
-            )
+        """One transaction, committed (and fsynced) when this returns."""
+        # Not ``with self._conn:``: apsw holds the GIL through that block's COMMIT, fsync included,
+        # which stops the event loop and every other thread for a disk flush. ``execute`` releases it.
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute("BEGIN")
+            try:
+                cursor.executemany(
+                    "INSERT INTO objects (id, class, name, created, alarm) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET alarm = excluded.alarm",
+                    rows,
+                )
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
 
     def set_alarm(self, object_id: ObjectId, alarm: float | None) -> None:
         """Correct an existing entry's alarm (after the object showed it was stale)."""

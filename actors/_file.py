@@ -15,10 +15,12 @@ Guarantees
 Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
 savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
 first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
-``rollback()``. The runtime's own statements (savepoints, the key-value API, COMMIT) run on one cursor
-kept with the connection: ``Connection.execute`` makes and tracks a new cursor per statement, which
-costs more than the statement itself on the hot path. Only statements whose rows are read at once use
-it; user SQL gets its own cursor.
+``rollback()``. A new object's first batch runs in memory and ``materialize()`` writes its file, which
+then stays closed (``unopened``) until the object's next read or write opens it (the exclusive lock is
+taken at the first access either way). The runtime's own statements (savepoints, the key-value API,
+COMMIT) run on one cursor kept with the connection: ``Connection.execute`` makes and tracks a new cursor
+per statement, which costs more than the statement itself on the hot path. Only statements whose rows
+are read at once use it; user SQL gets its own cursor.
 """
 
 from __future__ import annotations
@@ -123,12 +125,12 @@ class ObjectFile:
         self.deleted_all = False
         self._user_sql = False
         self._denied: str | None = None
+        #: materialize() made the file and left it closed: the next read or write opens it
+        self.unopened = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
-        #: ``synchronous`` and ``foreign_keys`` are still to be set (see materialize)
-        self._pragmas_pending = False
         #: the runtime's folders known to exist with a durable entry (shared by its files; see
         #: ``materialize``)
         self._durable_folders = set() if durable_folders is None else durable_folders
@@ -141,6 +143,7 @@ class ObjectFile:
             self._connect()
 
     def _connect(self, *, new: bool = False) -> None:
+        self.unopened = False
         conn = apsw.Connection(str(self.path))
         # No checkpoint when an evicted object's connection closes: eviction costs no fsync, and the
         # WAL file stays, so the next activation's first commit needs no fsync of the folder entry.
@@ -178,6 +181,7 @@ class ObjectFile:
         """
         conn = self.conn
         self._use(None)
+        self.unopened = False
         if conn is not None:
             if checkpoint and not conn.in_transaction:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
@@ -194,6 +198,8 @@ class ObjectFile:
     def readable(self) -> apsw.Connection | None:
         """The connection to read from, or None when the object has no storage yet."""
         if self.has_schema:
+            if self.unopened:
+                self._connect()
             return self.conn
         return None
 
@@ -201,6 +207,9 @@ class ObjectFile:
         """The connection, with the file, the schema, the batch transaction and savepoints open."""
         conn = self.conn
         tables_made = False
+        if self.unopened:
+            self._connect()
+            conn = self.conn
         if conn is None:
             if self._defer_sync:
                 # A new object's first batch runs in memory; the commit thread creates the file
@@ -225,10 +234,6 @@ class ObjectFile:
         cursor = self.cursor
         assert cursor is not None
         if not self.in_batch:
-            if self._pragmas_pending:  # a file materialize() made (outside any transaction)
-                cursor.execute(f"PRAGMA synchronous={self._synchronous}")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                self._pragmas_pending = False
             cursor.execute("BEGIN")
             self.in_batch = True
         if not self.has_schema:
@@ -250,7 +255,11 @@ class ObjectFile:
 
     def read_cursor(self) -> apsw.Cursor | None:
         """The runtime's cursor for reads whose rows are taken at once (None: no storage yet)."""
-        return self.cursor if self.has_schema else None
+        if not self.has_schema:
+            return None
+        if self.unopened:
+            self._connect()
+        return self.cursor
 
     def write_cursor(self) -> apsw.Cursor:
         """The runtime's cursor, with everything ``writable()`` opens."""
@@ -282,10 +291,11 @@ class ObjectFile:
 
     def stored_alarm(self) -> float | None:
         """The alarm as the open transaction (or the file) sees it."""
-        if not self.has_schema or self.cursor is None:
+        cursor = self.read_cursor()
+        if cursor is None:
             return None
         # ``.get`` steps to the end, so no statement stays active (one would block a checkpoint)
-        at = self.cursor.execute("SELECT at FROM _actors_alarm WHERE slot = 0").get
+        at = cursor.execute("SELECT at FROM _actors_alarm WHERE slot = 0").get
         return None if at is None else float(at)
 
     def is_empty(self) -> bool:
@@ -316,7 +326,7 @@ class ObjectFile:
         so a file under the real name is always complete. That is one new inode and two fsyncs (the
         file and its folder), plus one for each folder not yet known durable; the backup API used
         before also made (and fsynced) a rollback journal and its folder, twice. Then the object
-        runs on the file like any other.
+        runs on the file like any other, opened when next used.
         """
         memory = self.conn
         assert memory is not None
@@ -348,21 +358,15 @@ class ObjectFile:
         for folder in {self.path.parent, *(d.parent for d in unknown)}:
             _fsync_path(folder)
         durable.update(str(d) for d in unknown)
-        file = apsw.Connection(str(self.path))
-        try:
-            file.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-            # Only the lock mode now: ``synchronous`` opens the file and so creates its -wal (an
-            # inode, which this disk allocates slowly); writable() sets the rest before the next
-            # write, and an object written once (most of a spread workload) never makes one.
-            file.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-            file.authorizer = self._authorize
-        except BaseException:
-            file.close()
-            raise
-        self._use(file)
+        # The file is left closed until the object's next read or write opens it (``unopened``):
+        # an object written once (most of a spread workload) never opens it. Opening costs more
+        # than the rest of a small object's creation: SQLite's unix VFS scans a list of every file
+        # it has open, and apsw one of every connection, so the cost grows with the live objects.
+        # Nothing is given up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        self._use(None)
         self.in_memory = False
+        self.unopened = True
         self._wal_synced = False
-        self._pragmas_pending = True
         memory.close()
 
     def sync(self) -> None:
@@ -392,6 +396,8 @@ class ObjectFile:
         """Abandon the batch: every turn in it loses its writes."""
         self.levels.clear()
         self.in_batch = False
+        if self.unopened:
+            return  # nothing open, nothing written since the file was made: it stays as it is
         if self.conn is not None and self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         # (An in-memory first batch rolled back keeps the template's tables, not the object.)

@@ -374,8 +374,7 @@ class Runtime:
         self.commits_in_flight += 1
         try:
             if self.io_in_threads and record:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(commit_sync)
+                await self.sync_pool.run(commit_sync)  # uncancellable, like a shielded thread
             else:
                 # Inline (no checkpoint, so nothing can cancel it): with pipelined_sync the COMMIT
                 # writes the WAL without fsync (the activation's syncer makes it durable before any

@@ -298,6 +298,30 @@ async def test_a_new_object_is_written_in_memory_then_made_durable_through_a_tem
         assert await runtime.call(object_id, "list") == [["k", "v"]]
 
 
+async def test_a_new_objects_file_serves_the_calls_after_its_creation_like_any_other(tmp_path):
+    # The creating batch leaves the file closed; the next read or write opens it.
+    ids = [APP.id_from_name("Store", name) for name in ("read", "fail", "write", "alarm", "idle")]
+    async with open_runtime(APP, tmp_path) as runtime:
+        for object_id in ids:
+            await runtime.call(object_id, "put", ["k", 1])
+        read, fail, write, alarm, idle = ids
+        assert await runtime.call(read, "get", ["k"]) == 1
+        with pytest.raises(UserError):
+            await runtime.call(fail, "put_then_fail", ["k", 2])  # rolls back; the file stays
+        assert await runtime.call(fail, "list") == [["k", 1]]
+        await runtime.call(write, "put", ["k", 3])
+        assert await runtime.call(alarm, "get_alarm") is None
+        await runtime.call(alarm, "set_alarm", [4e9])
+        assert await runtime.call(alarm, "get_alarm") == 4e9
+    # Shut down cleanly, every object (including one never opened again) is one file, no WAL beside it.
+    assert len(files_under(tmp_path / "objects")) == len(ids)
+    async with open_runtime(APP, tmp_path) as runtime:
+        expected = {read: 1, fail: 1, write: 3, alarm: 1, idle: 1}
+        for object_id, value in expected.items():
+            assert await runtime.call(object_id, "list") == [["k", value]]
+        assert [e.alarm for e in runtime.list_objects(prefix="alarm")] == [4e9]
+
+
 async def test_a_new_object_whose_first_batch_rolled_back_in_memory_leaves_no_file(tmp_path):
     object_id = APP.id_from_name("Store", "s")
     async with open_runtime(APP, tmp_path) as runtime:

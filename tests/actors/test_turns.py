@@ -197,17 +197,21 @@ async def test_an_idle_event_loop_commits_at_once_whatever_the_commit_hold(tmp_p
                 assert await runtime.call(counter, "increment") == expected
 
 
+async def _busy() -> None:  # keeps the loop from ever being idle
+    while True:
+        await trio.lowlevel.checkpoint()
+
+
 async def test_a_busy_event_loop_holds_a_batch_for_more_calls_but_only_until_the_commit_hold(tmp_path):
     settings = Settings(commit_hold=0.2)
     async with open_runtime(APP, tmp_path, settings=settings) as runtime, trio.open_nursery() as nursery:
         counter = APP.id_from_name("Counter", "c")
         await runtime.call(counter, "increment")  # the object exists and is live
+        async with trio.open_nursery() as callers:  # a hot object: calls arrive together
+            for _ in range(5):
+                callers.start_soon(runtime.call, counter, "increment")
 
-        async def busy() -> None:  # keeps the loop from ever being idle
-            while True:
-                await trio.lowlevel.checkpoint()
-
-        nursery.start_soon(busy)
+        nursery.start_soon(_busy)
         before = runtime.statistics().batches_committed
         started = trio.current_time()
         async with trio.open_nursery() as callers:
@@ -216,5 +220,19 @@ async def test_a_busy_event_loop_holds_a_batch_for_more_calls_but_only_until_the
                 await trio.sleep(0.01)  # arrive one by one, while the first batch is held
         assert 0.2 <= trio.current_time() - started < 5  # bounded by the hold
         assert runtime.statistics().batches_committed == before + 1
-        assert await runtime.call(counter, "get") == 4
+        assert await runtime.call(counter, "get") == 9
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_event_loop_does_not_hold_an_object_that_gets_one_call_at_a_time(tmp_path):
+    # A spread workload: each call goes to a different object (most of them new), so no other call
+    # would join its batch; holding it would only delay its reply by the whole commit_hold.
+    settings = Settings(commit_hold=60.0)
+    async with open_runtime(APP, tmp_path, settings=settings) as runtime, trio.open_nursery() as nursery:
+        nursery.start_soon(_busy)
+        with trio.fail_after(30):
+            for name in ("a", "b", "c"):
+                counter = APP.id_from_name("Counter", name)
+                assert await runtime.call(counter, "increment") == 1
+                assert await runtime.call(counter, "increment") == 2  # a live object, one call again
         nursery.cancel_scope.cancel()
