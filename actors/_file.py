@@ -25,6 +25,7 @@ are read at once use it; user SQL gets its own cursor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,11 @@ class ObjectFile:
         synchronous: str,
         defer_sync: bool = False,
         durable_folders: set[str] | None = None,
+        legacy_path: Path | None = None,
     ) -> None:
         self.path = path
+        #: where an older version kept this object's file: moved to ``path`` when found there
+        self._legacy_path = legacy_path
         self.object_id = object_id
         self._synchronous = synchronous
         #: the runtime fsyncs with ``sync()`` off the trio thread, so creating a file must not fsync
@@ -141,6 +145,27 @@ class ObjectFile:
         """Open the file if it exists; an object without a file reads as empty."""
         if self.conn is None and self.path.exists():
             self._connect()
+        elif self.conn is None and self._legacy_path is not None and self._legacy_path.exists():
+            self._adopt_legacy_file(self._legacy_path)
+            self._connect()
+
+    def _adopt_legacy_file(self, old: Path) -> None:
+        """Move the file (and its WAL) from an older version's layout to ``path``, durably.
+
+        Renames within one filesystem: a crash leaves the file whole in one place or the other (the
+        WAL is moved first, so a file found at ``path`` always has its WAL beside it).
+        """
+        new_dirs = [d for d in self.path.parents[:3] if not d.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in {*(d.parent for d in new_dirs)}:
+            _fsync_path(folder)
+        for suffix in ("-wal", ""):
+            if os.path.exists(f"{old}{suffix}"):
+                os.rename(f"{old}{suffix}", f"{self.path}{suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{old}-shm")  # an index of the WAL, rebuilt from it
+        _fsync_path(self.path.parent)
+        _fsync_path(old.parent)
 
     def _connect(self, *, new: bool = False) -> None:
         self.unopened = False
@@ -225,7 +250,7 @@ class ObjectFile:
                 self._use(conn)
                 self.in_memory = True
             else:
-                missing = [d for d in self.path.parents[:5] if not d.exists()]
+                missing = [d for d in self.path.parents[:4] if not d.exists()]
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._new_dirs.extend(missing)
                 self._connect(new=True)
@@ -342,7 +367,7 @@ class ObjectFile:
         # below, even if another thread made them (it may not have fsynced yet). Known ones cost
         # nothing: no stat, no mkdir, no fsync.
         durable = self._durable_folders
-        unknown = [d for d in self.path.parents[:4] if str(d) not in durable]
+        unknown = [d for d in self.path.parents[:3] if str(d) not in durable]
         if unknown:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = f"{self.path}.new"

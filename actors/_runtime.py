@@ -141,7 +141,14 @@ class Runtime:
     #### Paths and stubs
 
     def object_path(self, object_id: ObjectId) -> Path:
-        """``objects/<Class>/<h0h1>/<h2h3>/<hex>.sqlite3``: at most 65,536 folders per class."""
+        """``objects/<Class>/<h0h1>/<hex>.sqlite3``: 256 folders per class (4,000 files each at a
+        million objects). Only a class's first few hundred objects make a folder: each costs a new
+        inode and an fsync of its parent, which the deeper layout before paid for most objects."""
+        h = object_id.hex
+        return self.data_dir / "objects" / object_id.cls / h[:2] / f"{h}.sqlite3"
+
+    def legacy_object_path(self, object_id: ObjectId) -> Path:
+        """Where versions before the flat layout kept the file (``<h0h1>/<h2h3>/``); moved on use."""
         h = object_id.hex
         return self.data_dir / "objects" / object_id.cls / h[:2] / h[2:4] / f"{h}.sqlite3"
 

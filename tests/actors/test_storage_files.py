@@ -19,7 +19,7 @@ APP = App([Store, Other])
 
 def object_file(t: TestRuntime, cls: str, name: str) -> Path:
     hex_id = t.id(cls, name).hex
-    return t.data_dir / "objects" / cls / hex_id[:2] / hex_id[2:4] / f"{hex_id}.sqlite3"
+    return t.data_dir / "objects" / cls / hex_id[:2] / f"{hex_id}.sqlite3"
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -274,7 +274,7 @@ async def test_committed_writes_survive_restart_and_crash_under_each_durability(
 async def test_a_new_object_is_written_in_memory_then_made_durable_through_a_temporary_file(tmp_path):
     object_id = APP.id_from_name("Store", "s")
     hex_id = object_id.hex
-    folder = tmp_path / "objects" / "Store" / hex_id[:2] / hex_id[2:4]
+    folder = tmp_path / "objects" / "Store" / hex_id[:2]
     folder.mkdir(parents=True)
     stray = folder / f"{hex_id}.sqlite3.new"
     stray.write_bytes(b"half of a file left by a crash before its rename")
@@ -331,3 +331,21 @@ async def test_a_new_object_whose_first_batch_rolled_back_in_memory_leaves_no_fi
         assert runtime.list_objects() == []
         await runtime.call(object_id, "put", ["k", 2])
         assert await runtime.call(object_id, "list") == [["k", 2]]
+
+
+async def test_a_file_in_the_older_two_level_layout_is_moved_into_place_on_first_use(tmp_path):
+    # Versions before the flat layout kept files under objects/<Class>/<h0h1>/<h2h3>/.
+    object_id = APP.id_from_name("Store", "old")
+    hex_id = object_id.hex
+    async with open_runtime(APP, tmp_path) as runtime:
+        await runtime.call(object_id, "put", ["k", "kept"])
+    path = tmp_path / "objects" / "Store" / hex_id[:2] / f"{hex_id}.sqlite3"
+    legacy = tmp_path / "objects" / "Store" / hex_id[:2] / hex_id[2:4] / f"{hex_id}.sqlite3"
+    legacy.parent.mkdir()
+    path.rename(legacy)
+    async with open_runtime(APP, tmp_path) as runtime:
+        assert await runtime.call(object_id, "get", ["k"]) == "kept"
+        await runtime.call(object_id, "put", ["k2", "new"])
+    assert files_under(tmp_path / "objects") == [path]
+    async with open_runtime(APP, tmp_path) as runtime:
+        assert await runtime.call(object_id, "get", ["k2"]) == "new"
