@@ -120,6 +120,8 @@ class Runtime:
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
         #: folders of object files known to exist with a durable entry (filled as files are made)
         self.durable_folders: set[str] = set()
+        #: classes with files in the older two-level layout (found once, here: nothing makes more)
+        self._legacy_classes = _classes_with_legacy_layout(data_dir / "objects")
         #: objects in memory at once: Settings.max_live_objects, capped by the open-file limit
         self.max_live_objects = live_object_budget(settings.max_live_objects)
         self.alarms = AlarmScheduler(self)
@@ -147,8 +149,11 @@ class Runtime:
         h = object_id.hex
         return self.data_dir / "objects" / object_id.cls / h[:2] / f"{h}.sqlite3"
 
-    def legacy_object_path(self, object_id: ObjectId) -> Path:
-        """Where versions before the flat layout kept the file (``<h0h1>/<h2h3>/``); moved on use."""
+    def legacy_object_path(self, object_id: ObjectId) -> Path | None:
+        """Where versions before the flat layout kept the file (``<h0h1>/<h2h3>/``; moved on use), or
+        None if the class had no such folder when the runtime opened (no lookup for new objects)."""
+        if object_id.cls not in self._legacy_classes:
+            return None
         h = object_id.hex
         return self.data_dir / "objects" / object_id.cls / h[:2] / h[2:4] / f"{h}.sqlite3"
 
@@ -572,6 +577,24 @@ def _check_no_cycle(caller: Activation, target: Activation, label: str) -> None:
             continue
         seen.add(id(node))
         stack.extend(node.awaiting)
+
+
+def _classes_with_legacy_layout(objects: Path) -> set[str]:
+    """Classes under ``objects`` with a folder two levels down (the older layout's ``<h2h3>``).
+
+    A folder's link count is 2 plus its subfolders on ext4 and most file systems, so one stat per
+    ``<h0h1>`` folder tells, without listing its files; a count of 1 (a file system that does not
+    count, or ext4 past 65,000 subfolders) counts as maybe, which only costs a lookup per new object.
+    """
+    found: set[str] = set()
+    if not objects.is_dir():
+        return found
+    for class_dir in objects.iterdir():
+        if class_dir.is_dir() and any(
+            shard.is_dir() and shard.stat().st_nlink != 2 for shard in class_dir.iterdir()
+        ):
+            found.add(class_dir.name)
+    return found
 
 
 @asynccontextmanager
