@@ -250,7 +250,13 @@ def _decode_frame(item: Any, index: int) -> Frame:
     code = item[0]
     if code == 4 and type(code) is int:
         _arity(item, 3, "Result", index)
-        return Result(_call_id(item[1], index), item[2])
+        call_id = item[1]
+        if type(call_id) is not int or not 0 < call_id <= MAX_CALL_ID:
+            _call_id(call_id, index)  # raises, naming the problem
+        result: Result = _FAST_NEW(Result)
+        _SET_RESULT_ID(result, call_id)  # the SDK's hot path: see _new_call
+        _SET_RESULT_VALUE(result, item[2])
+        return result
     if code == 3 and type(code) is int:
         _arity(item, 8, "Call", index)
         _, call_id, cls, name, method, args, kwargs, timeout = item
@@ -333,6 +339,9 @@ _FAST_NEW = object.__new__
 _CALL_SETTERS = tuple(
     getattr(Call, field).__set__ for field in ("id", "cls", "name", "method", "args", "kwargs", "timeout")
 )
+
+
+_SET_RESULT_ID, _SET_RESULT_VALUE = (getattr(Result, field).__set__ for field in ("id", "value"))
 
 
 def _new_call(
