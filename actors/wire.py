@@ -52,7 +52,8 @@ Closing
     then closes with ``DRAIN_CLOSE``: 1001 and the reason ``"node shutting down"``. A call without a
     reply at that close never reached an object, so a client may send it again (the SDK does). A
     1001 with any other reason (a proxy going away) or any other close says nothing of the sort: a
-    call without a reply may or may not have run.
+    call without a reply may or may not have run. A connection whose Hello does not come within the
+    node's Hello timeout (5 s) gets ``Error(null, InvalidArgument)`` and the close 4408.
 
 Limits
     ``MAX_FRAMES_PER_MESSAGE`` frames per message; the node's ``max_message_bytes`` bytes per message

@@ -8,6 +8,8 @@ Guarantees
 - The first message must be exactly one Hello; the node answers with one Welcome (the highest
   version both speak, its name, ``MAX_IN_FLIGHT_PER_CONNECTION``, ``max_frame_bytes`` and the
   cluster map) before anything else. No version in common: ``Error(None, InvalidArgument)``, 4400.
+  No Hello within ``HELLO_TIMEOUT_SECONDS`` of the accept: ``Error(None, InvalidArgument)`` naming
+  the limit, then the close 4408, so an accepted socket that never speaks holds nothing for long.
 - Every Call gets exactly one Result or Error with its id while the connection lasts. Calls run
   concurrently and are answered as they finish: a slow call never holds up a fast one. Calls to one
   object still enter its queue in the order sent: a call to a live object is queued as its message
@@ -48,10 +50,6 @@ Mechanism: three kinds of task per connection, none per call.
 - The writer swaps out every reply queued since it last ran and packs them into as few messages as
   ``MAX_FRAMES_PER_MESSAGE`` and ``max_frame_bytes`` allow: turns that commit together (group
   commit) are answered together, so their replies leave in one message.
-
-- A client that sends no Hello within ``HELLO_TIMEOUT_SECONDS`` of the accept gets
-  ``Error(None, InvalidArgument)`` naming the limit and the close 4408: an accepted socket that
-  never speaks holds nothing for long.
 """
 
 from __future__ import annotations
