@@ -161,6 +161,10 @@ class Work:
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
 
+#: weight of the newest batch in ``_recent_batch_turns``: an object that stops getting calls together
+#: stops being held within a few batches (about log2 of how many turns its batches had)
+_RECENT_WEIGHT = 0.5
+
 #: calls queued at the start of a batch, with the disk idle, from which the batch commits half of
 #: them early so the rest overlaps its fsync (pipelined group commit)
 SPLIT_AT_LEAST = 8
@@ -204,6 +208,8 @@ class Activation:
         self._timed_out: Work | None = None
         self._batches = 0
         self._turns_committed = 0
+        #: turns per committed batch, a moving average over the last few batches (``_hold``)
+        self._recent_batch_turns = 0.0
         #: committed batches waiting for the next fsync (pipelined group commit), oldest first
         self._unsynced: list[list[Work]] = []
         #: batches the running fsync covers
@@ -352,6 +358,7 @@ class Activation:
         if wrote and committed:
             self._batches += 1
             self._turns_committed += len(batch)
+            self._recent_batch_turns += (len(batch) - self._recent_batch_turns) * _RECENT_WEIGHT
         if not committed:
             for work in batch:
                 if work.error is None:
@@ -414,14 +421,14 @@ class Activation:
 
         Only with pipelined sync, writes to commit, no fsync of this file running (else the batch
         commits at once and waits for that fsync), until ``hold_until`` (``commit_hold`` after the
-        batch began), and only for a hot object: this batch already has more than one turn, or the
-        activation's committed batches averaged two turns or more. An object that gets one call at
-        a time (a spread workload, where most calls create their object) would otherwise hold each
-        call the whole ``commit_hold`` on a busy loop, for calls that never come. The wait ends as
-        soon as the event loop has nothing else to run (``wait_all_tasks_blocked``), so a lightly
-        loaded process commits at once and a busy one keeps collecting turns. Why: every batch
-        costs a COMMIT, an fsync, and its thread's wake-up and GIL hand-offs, which on a core shared
-        with the event loop cost more than several turns.
+        batch began), and only for a hot object: this batch already has more than one turn, or its
+        recent committed batches averaged two turns or more (``_RECENT_WEIGHT``). An object that
+        gets one call at a time (a spread workload, where most calls create their object) would
+        otherwise hold each call the whole ``commit_hold`` on a busy loop, for calls that never
+        come. The wait ends as soon as the event loop has nothing else to run
+        (``wait_all_tasks_blocked``), so a lightly loaded process commits at once and a busy one
+        keeps collecting turns. Why: every batch costs a COMMIT, an fsync, and its thread's wake-up
+        and GIL hand-offs, which on a core shared with the event loop cost more than several turns.
         At ~900 requests/s on one core (``counter-hot``), batches of 5 made the node spend a fifth
         more CPU per request than the batches of ~16 that a 20 ms hold collects.
         """
@@ -430,7 +437,7 @@ class Activation:
             or len(batch) >= limit
             or self._syncer_running
             or not self.file.has_writes()
-            or (len(batch) < 2 and self._turns_committed < 2 * max(self._batches, 1))
+            or (len(batch) < 2 and self._recent_batch_turns < 2)
             or trio.current_time() >= hold_until
         ):
             return False

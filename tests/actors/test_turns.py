@@ -236,3 +236,25 @@ async def test_a_busy_event_loop_does_not_hold_an_object_that_gets_one_call_at_a
                 assert await runtime.call(counter, "increment") == 1
                 assert await runtime.call(counter, "increment") == 2  # a live object, one call again
         nursery.cancel_scope.cancel()
+
+
+async def test_an_object_that_stops_getting_calls_together_stops_being_held(tmp_path):
+    # Hot once (calls arriving together), then one call at a time: after a few batches it commits
+    # at once again, instead of holding every lone call for the whole commit_hold.
+    settings = Settings(commit_hold=0.5)
+    async with open_runtime(APP, tmp_path, settings=settings) as runtime, trio.open_nursery() as nursery:
+        counter = APP.id_from_name("Counter", "cooling")
+        for _ in range(5):
+            async with trio.open_nursery() as callers:  # several hot batches
+                for _ in range(20):
+                    callers.start_soon(runtime.call, counter, "increment")
+        nursery.start_soon(_busy)
+        lone = []
+        for _ in range(30):
+            started = trio.current_time()
+            await runtime.call(counter, "increment")
+            lone.append(trio.current_time() - started)
+        assert max(lone[:3]) >= 0.5  # still held right after being hot
+        assert max(lone[-10:]) < 0.5  # cooled down: no longer held
+        assert await runtime.call(counter, "get") == 130
+        nursery.cancel_scope.cancel()
