@@ -39,6 +39,17 @@ def test_a_batch_round_trips_in_order_and_is_one_cbor_array_of_arrays() -> None:
     assert raw[2] == [3, 1, "Counter", "home", "increment", [1, "x", None], {"by": 2}, None]
 
 
+def test_encode_calls_gives_the_bytes_encode_gives_for_the_same_calls() -> None:
+    fields: list[wire.CallFields] = [
+        (1, "Counter", "home", "increment", [], {"by": 2}, 2.5),
+        (2, "Room", "é", "post", ["hi", b"\x00", None, [1, {"k": 1.5}]], {}, None),
+    ]
+    assert wire.encode_calls(fields) == wire.encode([Call(*f) for f in fields])
+    assert wire.decode(wire.encode_calls(fields)) == [Call(*f) for f in fields]
+    with pytest.raises(errors.InvalidArgument, match="not CBOR-encodable"):
+        wire.encode_calls([(3, "C", "n", "m", [object()], {}, None)])
+
+
 def test_an_integer_timeout_decodes_as_seconds_in_a_float() -> None:
     (call,) = wire.decode(cbor2.dumps([[3, 1, "C", "n", "m", [], {}, 2]]))
     assert isinstance(call, Call)
