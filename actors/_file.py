@@ -157,7 +157,7 @@ class ObjectFile:
         """
         new_dirs = [d for d in self.path.parents[:3] if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for folder in {*(d.parent for d in new_dirs)}:
+        for folder in {d.parent for d in new_dirs}:
             _fsync_path(folder)
         for suffix in ("-wal", ""):
             if os.path.exists(f"{old}{suffix}"):

@@ -222,11 +222,7 @@ class Runtime:
             if self.closing:
                 raise ShuttingDown("the runtime is shutting down")
             args, kwargs = self._checked_arguments(object_id, method, args, kwargs)
-            if len(activation.queue) >= self._max_queue_depth:
-                raise Overloaded(
-                    f"{object_id} has {len(activation.queue)} calls queued (max_queue_depth)",
-                    retry_after=retry_after(activation),
-                )
+            _check_queue_room(activation, self._max_queue_depth)
         except ActorError as exc:
             self.hooks.call_finished(object_id.cls, method, exc.type, trio.current_time() - started)
             raise
@@ -330,11 +326,7 @@ class Runtime:
             work = Work(fn, label, deadline, context.chain, check_result, args, kwargs)
             await activation.run_reentrant(work)
             return work.outcome()
-        if len(activation.queue) >= self._max_queue_depth:
-            raise Overloaded(
-                f"{object_id} has {len(activation.queue)} calls queued (max_queue_depth)",
-                retry_after=retry_after(activation),
-            )
+        _check_queue_room(activation, self._max_queue_depth)
         caller = context.activation if context is not None else None
         if caller is not None:
             _check_no_cycle(caller, activation, label)
@@ -577,6 +569,15 @@ def _check_no_cycle(caller: Activation, target: Activation, label: str) -> None:
             continue
         seen.add(id(node))
         stack.extend(node.awaiting)
+
+
+def _check_queue_room(activation: Activation, max_queue_depth: int) -> None:
+    """Overloaded (with a retry-after hint) if ``activation`` already queues ``max_queue_depth`` calls."""
+    if len(activation.queue) >= max_queue_depth:
+        raise Overloaded(
+            f"{activation.id} has {len(activation.queue)} calls queued (max_queue_depth)",
+            retry_after=retry_after(activation),
+        )
 
 
 def _classes_with_legacy_layout(objects: Path) -> set[str]:
