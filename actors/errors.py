@@ -18,15 +18,18 @@ these to statuses and frames; the SDK re-raises the same classes on the client s
     │   ├── CallTimeout              504  the call's deadline passed before its turn committed
     │   ├── ObjectReset              503  the instance was discarded (commit failed, activation lost)
     │   ├── ShuttingDown             503  the runtime is draining and takes no new calls
+    │   ├── OwnerUnavailable         503  the node that owns the object cannot be reached (``node``)
+    │   ├── OwnerLost                502  the link to the owner dropped after the call was sent
     │   └── InternalError            500  a bug of ours; the message is only ``reference = <id>``
     └── UserError                    500  the object's own code raised (``type`` = its exception class)
         ├── ActivationFailed         500  ``on_start`` raised; the next call tries a fresh activation
         └── ResultNotSerializable    500  the method returned something that is not a plain value
 
 Retrying is safe only for failures that provably never reached the object: ``Overloaded``,
-``ShuttingDown`` and ``ObjectReset`` raised for a call still in the queue. ``CallTimeout`` is raised only
-when the call's turn did not commit (a turn whose commit has begun runs to its reply), so its writes were
-not applied.
+``ShuttingDown``, ``OwnerUnavailable`` and ``ObjectReset`` raised for a call still in the queue.
+``OwnerLost`` says the opposite: the call was handed to its owner and may or may not have run.
+``CallTimeout`` is raised only when the call's turn did not commit (a turn whose commit has begun runs
+to its reply), so its writes were not applied.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ __all__ = [
     "ObjectNotFound",
     "ObjectReset",
     "Overloaded",
+    "OwnerLost",
+    "OwnerUnavailable",
     "ResultNotSerializable",
     "ShuttingDown",
     "SqlNotAllowed",
@@ -168,6 +173,29 @@ class ShuttingDown(WorldError):
     """The runtime is closing and accepts no new calls."""
 
 
+class OwnerUnavailable(WorldError):
+    """The node that owns the object cannot be reached (down, or not reached yet); the call did not run.
+
+    ``node`` names the owner; ``retry_after`` is a hint in seconds. Only that node's objects fail
+    this way: every other object keeps working.
+    """
+
+    def __init__(self, message: str, *, node: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.node = node
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "node": self.node, "retry_after": self.retry_after}
+
+
+class OwnerLost(WorldError):
+    """The call was handed to the owner node and the link dropped before its reply: the call may or
+    may not have run (the node-to-node analogue of a dropped connection). Not retried automatically."""
+
+    status_hint = 502
+
+
 class InternalError(WorldError):
     """A failure inside the runtime; details are logged under ``reference``, never shown to callers."""
 
@@ -229,8 +257,13 @@ _BY_TYPE: dict[str, type[ActorError]] = {
         CallTimeout,
         ObjectReset,
         ShuttingDown,
+        OwnerLost,
     )
 }
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if type(value) in (int, float) and 0 <= value < 3600 else 1.0
 
 
 def error_from_wire(body: dict[str, Any]) -> ActorError:
@@ -243,6 +276,10 @@ def error_from_wire(body: dict[str, Any]) -> ActorError:
         return Overloaded(message, retry_after=float(body.get("retry_after", 1.0)))
     if type_ == "InternalError":
         return InternalError(message)
+    if type_ == "OwnerUnavailable":
+        return OwnerUnavailable(
+            message, node=str(body.get("node", "")), retry_after=_seconds(body.get("retry_after"))
+        )
     if type_ == "ActivationFailed":
         return ActivationFailed(message)
     if type_ == "ResultNotSerializable":

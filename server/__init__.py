@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -32,6 +31,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors import App, DurableObject, open_runtime
 
 from .asgi import Node
+from .cluster import Cluster, Membership, load_membership
 from .config import Config
 from .metrics import Metrics
 from .rooms import rooms_app
@@ -50,19 +50,29 @@ _GRACE_AFTER_CALL_TIMEOUT = 1.0
 async def serve(
     config: Config,
     *,
+    membership: Membership | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``config``'s App (beside the built-in rooms) until ``shutdown_trigger`` returns.
 
-    Raises ValueError/ImportError if ``config.app`` cannot be loaded or clashes with a room, and
-    OSError if the address cannot be bound; the runtime is closed again in every case.
+    Raises ValueError/ImportError if ``config.app`` cannot be loaded or clashes with a room,
+    ``ClusterFileError`` (a ValueError) for a bad ``config.cluster`` file, and OSError if the address
+    cannot be bound; the runtime is closed again in every case. With ``membership`` (or
+    ``config.cluster``) the node joins that cluster: it keeps a link to every peer and forwards
+    calls for the objects it does not own.
     """
     rooms = rooms_app(ratelimit_limit=config.ratelimit_limit, ratelimit_period=config.ratelimit_period)
     app = load_app(config.app, rooms=rooms)
     metrics = Metrics(app)
+    if membership is None and config.cluster is not None:
+        membership = load_membership(config.cluster, config.node_id)
+    cluster = None
+    if membership is not None:
+        cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
     async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
-        node = Node(runtime, config, metrics)
+        node = Node(runtime, config, metrics, cluster)
+        links = trio.CancelScope()
 
         async def trigger() -> None:
             if shutdown_trigger is None:
@@ -72,15 +82,25 @@ async def serve(
             node.begin_drain()
             log.info("shutting down: draining", extra={"event": "draining"})
 
-        async with trio.open_nursery() as nursery:
-            urls: list[str] = await nursery.start(
-                partial(
-                    hypercorn_serve,
+        async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await hypercorn_serve(
                     cast("ASGIFramework", node),  # Node takes plain dicts, not hypercorn's TypedDicts
                     _hypercorn_config(config),
                     shutdown_trigger=trigger,
+                    task_status=task_status,
                 )
-            )
+            finally:
+                links.cancel()  # forwarded calls in flight were answered: hypercorn waited for them
+
+        async def run_links() -> None:
+            with links:
+                if cluster is not None:
+                    await cluster.run()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_links)
+            urls: list[str] = await nursery.start(serve_http)
             node.advertise(urls[0])
             log.info(
                 "listening",

@@ -29,13 +29,19 @@ from actors.errors import InvalidArgument
 from actors.placement import ClusterMap
 
 from . import codec, http
+from .cluster import operations
+from .cluster.accept import serve_peer
+from .cluster.links import PEER_PATH
 from .errors import Unauthorized, body_too_large, error_reply
 from .rpc import RPC_PATH, Rpc
 from .websocket import WebSockets
 
 if TYPE_CHECKING:
-    from actors import Runtime
+    from collections.abc import Sequence
 
+    from actors import ObjectId, Runtime
+
+    from .cluster import Cluster
     from .config import Config
     from .metrics import Metrics
 
@@ -48,6 +54,10 @@ Receive = Any
 Send = Any
 
 
+#: the node link's path, as decoded segments
+PEER_SEGMENTS = tuple(PEER_PATH[1:].split("/"))
+
+
 class _Disconnected(Exception):
     """The client went away while its body was being read; there is no one to reply to."""
 
@@ -55,8 +65,12 @@ class _Disconnected(Exception):
 class Node:
     """The ASGI application of one node (hypercorn calls it once per connection event)."""
 
-    def __init__(self, runtime: Runtime, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: Runtime, config: Config, metrics: Metrics, cluster: Cluster | None = None
+    ) -> None:
         self.runtime = runtime
+        #: the cluster this node belongs to (None: a single node that owns every object)
+        self.router = cluster
         self.config = config
         self.metrics = metrics
         #: set when shutdown begins; /readyz answers 503 from then on
@@ -72,13 +86,35 @@ class Node:
         """Name this node in the cluster map, now that ``bound_url`` is known (``serve`` calls it
         with hypercorn's URL, which has the real port when ``Config.port`` is 0)."""
         #: this node's name and base URL, as clients see them (Welcome, /v1/cluster)
+        if self.router is not None:  # names and URLs come from the cluster file
+            self.node_name, self.url = self.router.self_id, self.router.membership.me.url
+            self.cluster = self.router.map
+            return
         self.node_name, self.url = self.config.cluster_node(bound_url)
         #: the cluster as clients see it: one node, epoch 0
         self.cluster = ClusterMap(((self.node_name, self.url),))
 
     @property
     def ready(self) -> bool:
-        return not self.draining and not self.runtime.closing
+        """Serving, and in a cluster every peer has been reached once."""
+        reached = self.router is None or self.router.reached
+        return reached and not self.draining and not self.runtime.closing
+
+    async def call(
+        self, object_id: ObjectId, method: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """Call ``method`` on the object wherever it lives: here, or forwarded to its owner."""
+        router = self.router
+        if router is not None:
+            link = router.link_for(object_id)
+            if link is not None:
+                assert object_id.name is not None  # ids without names are not routed over HTTP
+                return await link.call(object_id.cls, object_id.name, method, list(args), kwargs)
+        return await self.runtime.call(object_id, method, tuple(args), kwargs)
+
+    async def node_operation(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        """A peer asks for this node's part of a cluster-wide operation (``cluster/operations.py``)."""
+        return await operations.node_operation(self, operation, kwargs)
 
     def begin_drain(self) -> None:
         """Shutdown begins: /readyz turns 503, new WebSockets are refused and open ones closed with
@@ -99,6 +135,8 @@ class Node:
                 segments = None  # refused with 400 by the WebSocket layer, after the ASGI handshake
             if segments == RPC_PATH:
                 await self.rpc.serve(scope, receive, send)
+            elif segments == PEER_SEGMENTS:
+                await serve_peer(self, scope, receive, send)
             else:
                 await self.websockets.serve(scope, segments, receive, send)
         elif kind == "lifespan":

@@ -62,6 +62,10 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Option:
     field: str  # the Config field; the flag is --field-with-dashes, the variable ACTORS_FIELD
@@ -126,6 +130,9 @@ _OPTIONS = (
         "this node's name in the cluster map, kept stable across restarts (None: host:port of the URL)",
         metavar="NAME",
     ),
+    _Option("cluster", _optional_path, "cluster file: TOML with secret and [[nodes]]", metavar="FILE"),
+    _Option("node_id", _optional_str, "this node's id in the cluster file", metavar="ID"),
+    _Option("workers", int, "node processes on this machine sharing the port (a local cluster)"),
     _Option(
         "advertise_url",
         _optional_str,

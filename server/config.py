@@ -23,6 +23,9 @@ __all__ = ["LOG_FORMATS", "LOG_LEVELS", "MAX_NODE_NAME_BYTES", "Config", "normal
 
 _RUNTIME_DEFAULTS = Settings()
 
+#: node processes one ``actors serve --workers`` may run
+MAX_WORKERS = 64
+
 #: bytes of UTF-8 a node name may have (the label limit of the wire protocol's Welcome frame)
 MAX_NODE_NAME_BYTES = 256
 
@@ -88,6 +91,13 @@ class Config:
     #: hostname when ``host`` is a wildcard (``0.0.0.0``, ``::``). Set it behind a proxy or NAT
     advertise_url: str | None = None
 
+    #: the cluster file (``server/cluster/membership.py``); None: a single node that owns everything
+    cluster: Path | None = None
+    #: this node's id in the cluster file (required with ``cluster``)
+    node_id: str | None = None
+    #: node processes ``actors serve`` runs on this machine sharing one port (``server/cluster/local.py``)
+    workers: int = 1
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
@@ -119,6 +129,14 @@ class Config:
             raise ValueError(f"node_name must be 1 to {MAX_NODE_NAME_BYTES} bytes of printable text")
         if self.advertise_url is not None:
             _check_base_url(self.advertise_url)
+        if self.cluster is not None and (self.node_name is not None or self.advertise_url is not None):
+            raise ValueError("node_name and advertise_url come from the cluster file with --cluster")
+        if self.node_id is not None and self.cluster is None:
+            raise ValueError("node_id needs a cluster file (--cluster)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be in 1..{MAX_WORKERS}, not {self.workers}")
+        if self.workers > 1 and self.cluster is not None:
+            raise ValueError("workers makes its own local cluster; it cannot be combined with --cluster")
         self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
 
     def settings(self) -> Settings:

@@ -18,8 +18,9 @@ Guarantees
       413  LimitExceeded with ``limit = "max_body_bytes"`` (the request body)
       500  UserError              ``type`` is the user's exception class (traceback: debug only)
       500  InternalError          ``"internal error; reference = <id>"``, details only in the log
-      503  Overloaded             (with ``Retry-After`` in whole seconds, rounded up), ObjectReset,
+      503  Overloaded, OwnerUnavailable (with ``Retry-After`` in whole seconds, rounded up), ObjectReset,
                                   ShuttingDown
+      502  OwnerLost              a forwarded call's link to its owner dropped before the reply
       504  CallTimeout
 
 - Internal details never reach the caller: an exception that is not an :class:`ActorError` is logged
@@ -66,6 +67,7 @@ from actors.errors import (
     InternalError,
     LimitExceeded,
     Overloaded,
+    OwnerUnavailable,
     ShuttingDown,
     UnknownClass,
     UserError,
@@ -202,7 +204,7 @@ def error_reply(
         )
         if debug and exc.traceback:
             body["traceback"] = exc.traceback
-    elif isinstance(exc, Overloaded):
+    elif isinstance(exc, (Overloaded, OwnerUnavailable)):
         headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
     elif isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", ", ".join(exc.allow).encode()))

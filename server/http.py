@@ -7,9 +7,11 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
     GET  /readyz                                200 {"status": "ready"} | 503 {"status": "draining"}
     GET  /metrics                               Prometheus text
     POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
-    GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null}
-    GET  /v1/cluster                            {"epoch": 0, "nodes": [{"node": name, "url": url}]}
-    GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3)
+    GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null,
+                                                 "unavailable": [{"node", "error"}]}  (whole cluster)
+    GET  /v1/cluster                            {"epoch", "nodes": [{"node", "url", "up"}], "self", ...}
+    GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3);
+                                                307 to the owner's URL when another node owns it
     DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}
     POST /counter/{name}/increment              optional {"by": n} -> 200 {"value": n}
     GET  /counter/{name}                        200 {"value": n}
@@ -39,24 +41,32 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import trio
 
 from actors.errors import InvalidArgument
+from actors.placement import PLACEMENT_FUNCTION
 
 from . import codec, demo
+from .cluster import operations
 from .errors import MethodNotAllowed, NotFound
 from .metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from actors import Runtime
+    from collections.abc import Sequence
+
+    from actors import ObjectId, Runtime
     from actors.placement import ClusterMap
 
+    from .cluster import Cluster
     from .config import Config
     from .metrics import Metrics
 
 __all__ = ["ROUTES", "Reply", "Request", "Route", "match"]
+
+#: how clients compute an object's owner from ``nodes`` (``actors/placement.py``)
+PLACEMENT = {"function": PLACEMENT_FUNCTION, "key": "object id (64 hex digits)", "nodes": "node ids"}
 
 #: most objects one listing page returns
 MAX_LIST_LIMIT = 1000
@@ -70,9 +80,15 @@ class HandlerContext(Protocol):
     config: Config
     metrics: Metrics
     cluster: ClusterMap
+    router: Cluster | None
+    node_name: str
 
     @property
     def ready(self) -> bool: ...
+
+    async def call(
+        self, object_id: ObjectId, method: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any: ...
 
 
 # Request and Reply are made once per request: plain slotted dataclasses, because a frozen one's
@@ -176,8 +192,7 @@ async def metrics(node: HandlerContext, request: Request) -> Reply:
 async def call_object(node: HandlerContext, request: Request) -> Reply:
     cls, name, method = request.params
     args, kwargs = codec.decode_call(request.body, cbor=request.cbor)
-    runtime = node.runtime
-    result = await runtime.call(runtime.app.id_from_name(cls, name), method, args, kwargs)
+    result = await node.call(node.runtime.app.id_from_name(cls, name), method, args, kwargs)
     return _json(node, request, {"result": result})
 
 
@@ -186,28 +201,14 @@ async def list_objects(node: HandlerContext, request: Request) -> Reply:
     limit = _parse_limit(query.get("limit"))
     cursor = query.get("cursor")
     after = codec.decode_cursor(cursor) if cursor else None
-    entries = node.runtime.list_objects(
-        cls=query.get("class") or None,
-        prefix=query.get("prefix") or None,
-        limit=limit + 1,  # one more than asked tells whether another page exists
-        after=after,
+    objects, more, unavailable = await operations.list_cluster(
+        node, query.get("class") or None, query.get("prefix") or None, limit, after
     )
     next_cursor = None
-    if len(entries) > limit:
-        entries = entries[:limit]
-        last = entries[-1].id
-        next_cursor = codec.encode_cursor((last.cls, last.name or "", last.hex))
-    objects = [
-        {
-            "class": e.id.cls,
-            "name": e.id.name,
-            "id": e.id.hex,
-            "created": e.created,
-            "alarm": e.alarm,
-        }
-        for e in entries
-    ]
-    return _json(node, request, {"objects": objects, "cursor": next_cursor})
+    if more:
+        last = objects[-1]
+        next_cursor = codec.encode_cursor((last["class"], last["name"] or "", last["id"]))
+    return _json(node, request, {"objects": objects, "cursor": next_cursor, "unavailable": unavailable})
 
 
 def _parse_query(query: bytes) -> dict[str, str]:
@@ -232,9 +233,13 @@ def _parse_limit(raw: str | None) -> int:
 
 async def cluster_map(node: HandlerContext, request: Request) -> Reply:
     """The cluster as the SDK sees it (the same map as the wire protocol's Welcome frame)."""
-    cluster = node.cluster
-    nodes = [{"node": name, "url": url} for name, url in cluster.nodes]
-    return _json(node, request, {"epoch": cluster.epoch, "nodes": nodes})
+    cluster, router = node.cluster, node.router
+    if router is None:
+        nodes = [{"node": name, "url": url, "up": True} for name, url in cluster.nodes]
+    else:
+        nodes = router.nodes()
+    body = {"epoch": cluster.epoch, "nodes": nodes, "self": node.node_name, "placement": PLACEMENT}
+    return _json(node, request, body)
 
 
 #### Administration
@@ -246,6 +251,13 @@ async def export_object(node: HandlerContext, request: Request) -> Reply:
     cls, name = request.params
     runtime = node.runtime
     object_id = runtime.app.id_from_name(cls, name)  # UnknownClass (404) before any file is made
+    owner = None if node.router is None else node.router.link_for(object_id)
+    if owner is not None:  # the file is on the owner: send the client there (curl -L follows)
+        path = "/".join(quote(part, safe="") for part in ("v1", "objects", cls, name, "export"))
+        location = f"{owner.peer.url}/{path}"
+        reply = _json(node, request, {"owner": owner.peer.id, "location": location}, 307)
+        reply.headers.append((b"location", location.encode()))
+        return reply
     # A fresh folder rather than a fresh file: SQLite may add a journal beside the copy, and the
     # whole folder goes in the end. TODO(perf): stream the file instead of holding it in memory.
     folder = Path(await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix="actors-export-")))
@@ -268,8 +280,7 @@ def _export_filename(cls: str, name: str) -> str:
 
 async def delete_object(node: HandlerContext, request: Request) -> Reply:
     cls, name = request.params
-    runtime = node.runtime
-    await runtime.delete_object(runtime.app.id_from_name(cls, name))
+    await operations.delete_object(node, cls, name)
     return _json(node, request, {"deleted": True})
 
 
@@ -286,22 +297,19 @@ async def counter_increment(node: HandlerContext, request: Request) -> Reply:
     by = body.get("by", 1)
     if type(by) is not int:
         raise InvalidArgument(f'"by" must be an integer, not {by!r}')
-    runtime = node.runtime
-    value = await runtime.call(runtime.app.id_from_name("Counter", name), "increment", (), {"by": by})
+    value = await node.call(node.runtime.app.id_from_name("Counter", name), "increment", (), {"by": by})
     return _json(node, request, {"value": value})
 
 
 async def counter_get(node: HandlerContext, request: Request) -> Reply:
     (name,) = request.params
-    runtime = node.runtime
-    value = await runtime.call(runtime.app.id_from_name("Counter", name), "get")
+    value = await node.call(node.runtime.app.id_from_name("Counter", name), "get")
     return _json(node, request, {"value": value})
 
 
 async def ratelimit(node: HandlerContext, request: Request) -> Reply:
     (key,) = request.params
-    runtime = node.runtime
-    outcome = await runtime.call(runtime.app.id_from_name("RateLimiter", key), "take")
+    outcome = await node.call(node.runtime.app.id_from_name("RateLimiter", key), "take")
     if outcome["allowed"]:
         return _json(node, request, outcome)
     reply = _json(node, request, outcome, 429)

@@ -149,6 +149,33 @@ class Metrics(Hooks):
             "WebSockets the runtime holds for objects now, live or evicted (hibernating).",
             registry=r,
         )
+        self.peer_up = Gauge(
+            "actors_peer_up", "1 while this node's link to the peer is up, else 0.", ["peer"], registry=r
+        )
+        self.peer_forwarded = Counter(
+            "actors_peer_forwarded_calls",
+            "Calls this node forwarded to the peer that owns their object (answered or lost).",
+            ["peer"],
+            registry=r,
+        )
+        self.peer_forward_seconds = _Buckets(
+            "actors_peer_forward_duration_seconds",
+            "Forwarded calls from sending to the owner's reply.",
+            ["peer"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.peer_relays = Counter(
+            "actors_peer_relayed_websockets",
+            "WebSockets relayed to the peer that owns their object.",
+            ["peer"],
+            registry=r,
+        )
+        self.peer_refusals = Counter(
+            "actors_peer_links_refused",
+            "Incoming node links refused: no proof of the cluster secret, or another membership.",
+            registry=r,
+        )
         #: accepted WebSocket connections not yet finished
         self.websocket_connections = 0
         #: WebSocket messages received from clients (every data frame, decodable or not)
@@ -203,6 +230,21 @@ class Metrics(Hooks):
     def request_finished(self, route: str, status: int) -> None:
         """An HTTP request was answered (``route`` is the route's pattern, never the raw path)."""
         self.http_requests.inc((route, _STATUS.get(status) or str(status)))
+
+    #### The cluster (``server/cluster/links.py`` reports through these)
+
+    def link_state(self, peer: str, up: bool) -> None:
+        self._child(self.peer_up, peer).set(1 if up else 0)
+
+    def forwarded(self, peer: str, seconds: float) -> None:
+        self._child(self.peer_forwarded, peer).inc()
+        self.peer_forward_seconds.observe((peer,), seconds)
+
+    def relayed(self, peer: str) -> None:
+        self._child(self.peer_relays, peer).inc()
+
+    def peer_refused(self) -> None:
+        self.peer_refusals.inc()
 
     def render(self, stats: RuntimeStatistics) -> bytes:
         """The scrape text, with the gauges set from ``stats`` first."""

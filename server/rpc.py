@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from actors._activation import Work  # what Runtime.start_call returns
 
     from .asgi import Node
+    from .cluster.links import Abandonable
 
 __all__ = [
     "HELLO_TIMEOUT_CLOSE_CODE",
@@ -140,6 +141,17 @@ class Rpc:
         if self.draining or self.node.runtime.closing:
             raise ShuttingDown("the node is shutting down")
 
+    async def serve_peer(self, peer: str, receive: Receive, send: Send) -> None:
+        """Serve an accepted, authenticated node link from ``peer`` (``server/cluster/accept.py``)."""
+        connection = _Connection(self.node, send, peer=peer)
+        self._connections.add(connection)
+        try:
+            if self.draining:
+                connection.drain()
+            await connection.serve(receive)
+        finally:
+            self._connections.discard(connection)
+
     async def serve(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """Serve one connection of ``/v1/connect`` to its end."""
         node = self.node
@@ -179,11 +191,15 @@ class _Connection:
     __slots__ = (
         "_deadline", "_idle", "_ids", "_in_flight", "_nursery", "_queue", "_queue_taken", "_retiring",
         "_scope", "_send", "_slow", "_started", "_waiting", "_workers", "_writer", "close_code",
-        "close_reason", "draining", "node",
+        "close_reason", "draining", "node", "peer",
     )  # fmt: skip
 
-    def __init__(self, node: Node, send: Send) -> None:
+    def __init__(self, node: Node, send: Send, *, peer: str | None = None) -> None:
         self.node = node
+        #: the peer node's id when this is a node link (``server/cluster/accept.py``): it is already
+        #: authenticated (no Hello), its calls must be for objects this node owns (never forwarded
+        #: again), and calls of class ``""`` are the cluster's node operations
+        self.peer = peer
         self._send = send
         #: frames for the writer, in the order they became ready
         self._queue: list[Frame] = []
@@ -196,7 +212,7 @@ class _Connection:
         #: admitted calls no worker has taken yet
         self._waiting: deque[tuple[Call, ObjectId]] = deque()
         #: calls queued on a live object without a worker (``Runtime.start_call``), by call id
-        self._started: dict[int, Work] = {}
+        self._started: dict[int, Work | Abandonable] = {}
         #: objects (by hex id) with calls on the workers' path not yet answered: their later calls
         #: take that path too, so that calls to one object enter its queue in the order sent
         self._slow: dict[str, int] = {}
@@ -276,7 +292,7 @@ class _Connection:
 
     async def _read(self, receive: Receive) -> int:
         metrics, limit = self.node.metrics, MAX_IN_FLIGHT_PER_CONNECTION
-        welcomed = False
+        welcomed = self.peer is not None
         hello_deadline = trio.current_time() + HELLO_TIMEOUT_SECONDS
         while True:
             if welcomed or self.close_code is not None:
@@ -355,7 +371,7 @@ class _Connection:
         if len(ids) != len(frames) or not in_flight.isdisjoint(ids):
             raise ProtocolError("a call id is already in flight on this connection")
         runtime, ids_by_name, waiting, queue = self.node.runtime, self._ids, self._waiting, self._queue
-        app, started, slow = runtime.app, self._started, self._slow
+        app, started, slow, router = runtime.app, self._started, self._slow, self.node.router
         admitted = 0
         for call in cast("list[Call]", frames):
             if self.draining:
@@ -363,6 +379,10 @@ class _Connection:
                 continue
             if len(in_flight) >= MAX_IN_FLIGHT_PER_CONNECTION:
                 queue.append(Error(call.id, _OVERLOADED))
+                continue
+            if self.peer is not None and not call.cls:
+                in_flight.add(call.id)
+                self._start_node_operation(call)
                 continue
             key = (call.cls, call.name)
             object_id = ids_by_name.get(key)
@@ -376,6 +396,20 @@ class _Connection:
                     ids_by_name.clear()
                 ids_by_name[key] = object_id
             in_flight.add(call.id)
+            if router is not None:
+                link = router.link_for(object_id)
+                if link is not None:  # another node owns it: forward, or refuse a peer's call
+                    if self.peer is not None:
+                        queue.append(Error(call.id, router.not_owner(object_id, self.peer).to_dict()))
+                        continue
+                    try:
+                        started[call.id] = link.start_call(
+                            call.cls, call.name, call.method, call.args, call.kwargs, call.timeout,
+                            functools.partial(self._reply, call.id),
+                        )  # fmt: skip
+                    except Exception as exc:
+                        queue.append(Error(call.id, self._error_body(exc)))
+                    continue
             if object_id.hex not in slow:
                 # A live object: queue the call now, with a callback instead of a worker task.
                 try:
@@ -401,6 +435,21 @@ class _Connection:
         self._wake_workers(admitted)
 
     #### Callers
+
+    def _start_node_operation(self, call: Call) -> None:
+        """A peer's node operation (``server/cluster``: list, delete): one task, answered like a call."""
+
+        async def run() -> None:
+            try:
+                value = await self.node.node_operation(call.method, call.kwargs)
+            except Exception as exc:
+                self._queue.append(Error(call.id, self._error_body(exc)))
+            else:
+                self._queue.append(Result(call.id, value))
+            self._wake_writer()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(run)
 
     def _reply(self, call_id: int, result: Any, error: ActorError | None) -> None:
         """A call started without a worker finished: queue its reply (called by the runtime)."""
