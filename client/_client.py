@@ -14,7 +14,10 @@ Guarantees
   runtime raises only for calls that never reached the object; (c) it was written but still
   unanswered when the node closed with its drain close (``wire.DRAIN_CLOSE``), which the node sends
   only once it answered every call it read (the connection reports those as ``ShuttingDown``); as
-  long as the wait ends before the call's deadline. Nothing else is retried: a call that was written
+  long as the wait ends before the call's deadline. In a cluster of several nodes, a node that has
+  been unreachable for ``OWNER_WAIT_SECONDS`` fails its calls at once with ``OwnerUnavailable`` (never
+  sent: safe to retry, but not retried here, so an outage shows in seconds rather than at the
+  deadline); the other nodes' objects are unaffected. Nothing else is retried: a call that was written
   and then lost its connection any other way, or got no reply by its deadline, may have run
   (``OutcomeUnknown``); every other answer is final.
 - Every wait of a call (a free in-flight slot, a reconnect, a retry delay, the reply) counts against
@@ -297,6 +300,9 @@ class Client:
         )
         self._cluster = ClusterMap(nodes, welcome.epoch)
         self._only = self._pool(nodes[0][1]) if len(nodes) == 1 else None
+        for node, url in nodes:  # a cluster's down node fails its calls fast (OwnerUnavailable)
+            for each in self._pool(url).connections:
+                each.node, each.fail_fast = node, len(nodes) > 1
 
     async def _open(self) -> None:
         """Dial every connection to the seed node at once and wait for their Welcome."""

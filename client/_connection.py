@@ -46,7 +46,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from actors import wire
-from actors.errors import CallTimeout, ShuttingDown
+from actors.errors import CallTimeout, OwnerUnavailable, ShuttingDown
 
 from ._calls import CallTable, PendingCall
 from ._dial import CLOSE_TIMEOUT_SECONDS, Dialer, auth_headers, describe, is_transient, refusal, ws_url
@@ -64,6 +64,11 @@ DEFAULT_MAX_IN_FLIGHT: Final = 1024
 #: reconnect backoff: the n-th consecutive failed dial waits uniform(d/2, d), d = min(MAX, START * 2**n)
 RECONNECT_START_SECONDS: Final = 0.05
 RECONNECT_MAX_SECONDS: Final = 2.0
+#: in a cluster, seconds a node may stay unreachable before its calls fail with OwnerUnavailable
+#: (the node's own links use the same bound: ``server/cluster/links.py``)
+OWNER_WAIT_SECONDS: Final = 2.0
+#: the longest redial backoff while calls fail fast (so a returning node is found again soon)
+FAIL_FAST_RECONNECT_MAX_SECONDS: Final = 0.5
 #: seconds one dial may take (TCP, TLS, WebSocket handshake, Hello/Welcome)
 CONNECT_ATTEMPT_TIMEOUT: Final = 10.0
 #: largest message accepted from the node (a batch of replies)
@@ -151,6 +156,12 @@ class Connection:
         self.welcome: wire.Welcome | None = None
         self._messages_sent = self._calls_sent = self._messages_received = 0
         self._connects = self._failed_dials = 0
+        #: in a cluster of several nodes: calls fail with OwnerUnavailable (naming ``node``) once the
+        #: node has been unreachable for ``OWNER_WAIT_SECONDS``, instead of waiting for their deadline
+        self.fail_fast = False
+        self.node = url
+        #: when the node became unreachable (a failed dial or a dropped socket); None while open
+        self._down_since: float | None = None
 
     @property
     def state(self) -> ConnectionState:
@@ -171,6 +182,9 @@ class Connection:
     ) -> Any:
         """Send the call once and return its result, or raise (see the module docstring)."""
         table = self._table
+        if self.fail_fast and self._down_since is not None and self._given_up():
+            self._demand.set()  # dial in the background: calls work again once the node is back
+            raise self._owner_unavailable()
         if self._state is _S.CLOSED or not table.try_acquire():
             await self._acquire_slot(deadline, f"{cls}/{name}.{method}")
         call = PendingCall(table, cls, name, method, args, kwargs, deadline)
@@ -248,6 +262,16 @@ class Connection:
             )
         )
 
+    def _given_up(self) -> bool:
+        return self._down_since is not None and trio.current_time() - self._down_since >= OWNER_WAIT_SECONDS
+
+    def _owner_unavailable(self) -> OwnerUnavailable:
+        return OwnerUnavailable(
+            f"node {self.node} ({self.url}) has been unreachable for {OWNER_WAIT_SECONDS:g} s or more "
+            f"({self._last_error}); the call was never sent",
+            node=self.node,
+        )
+
     def _not_sent(self, call: PendingCall) -> Exception:
         if self._state is _S.OPEN:
             return CallTimeout(f"{call.label}: the deadline passed before the call was sent; it never ran")
@@ -294,9 +318,16 @@ class Connection:
                 failures += 1
             if self._state is _S.CLOSED:
                 return
+            if self._down_since is None:
+                self._down_since = trio.current_time()
+            limit = RECONNECT_MAX_SECONDS
+            if self.fail_fast:
+                limit = FAIL_FAST_RECONNECT_MAX_SECONDS
+                if self._given_up():
+                    self._table.fail_queued(self._owner_unavailable())
             if self._state is not _S.BACKOFF:
                 self._set_state(_S.BACKOFF)
-            delay = min(RECONNECT_MAX_SECONDS, RECONNECT_START_SECONDS * 2 ** min(failures, 16))
+            delay = min(limit, RECONNECT_START_SECONDS * 2 ** min(failures, 16))
             await trio.sleep(random.uniform(delay / 2, delay))
             if not (self._openers or self._table.queued):
                 self._set_state(_S.IDLE)
@@ -352,6 +383,7 @@ class Connection:
         self.welcome = welcome
         self._max_message_bytes = welcome.max_message_bytes
         self._connects += 1
+        self._down_since = None
         self._set_state(_S.OPEN)
         self._table.set_cap(max(1, min(self._limit, welcome.max_in_flight)))
         self._on_welcome(self, welcome)

@@ -77,7 +77,7 @@ class Node:
         self.draining = False
         token = config.auth_token
         self._authorization = None if token is None else b"Bearer " + token.encode()
-        self.websockets = WebSockets(runtime, config, metrics)
+        self.websockets = WebSockets(runtime, config, metrics, cluster)
         #: the SDK's route, /v1/connect (``rpc.py``)
         self.rpc = Rpc(self)
         self.advertise(f"http://{config.bind}")

@@ -88,6 +88,7 @@ from actors import plain_value_problem, wire
 from actors.errors import ActorError, InvalidArgument, LimitExceeded, Overloaded, ShuttingDown
 
 from . import codec
+from .cluster.relay import RELAYED_BY_HEADER, Relay
 from .config import normalize_origin
 from .errors import (
     FRAME_LIMIT,
@@ -105,6 +106,8 @@ from .errors import (
 if TYPE_CHECKING:
     from actors import ObjectId, Runtime, WebSocket
 
+    from .cluster import Cluster
+    from .cluster.links import PeerLink
     from .config import Config
     from .metrics import Metrics
 
@@ -180,8 +183,13 @@ class _Handshake:
 class WebSockets:
     """Every WebSocket connection of one node (``Node.websockets``); see the module docstring."""
 
-    def __init__(self, runtime: Runtime, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: Runtime, config: Config, metrics: Metrics, router: Cluster | None = None
+    ) -> None:
         self.runtime = runtime
+        #: the cluster (None: one node): sockets for objects another node owns are relayed there
+        self.router = router
+        self._relays: set[Relay] = set()
         self.config = config
         self.metrics = metrics
         #: set by ``close_all``; new handshakes get 503 from then on
@@ -200,6 +208,8 @@ class WebSockets:
         self.draining = True
         for connection in list(self._connections):
             connection.close_nowait(code, reason)
+        for relay in list(self._relays):
+            relay.close_nowait(code, reason)
 
     async def serve(
         self, scope: Message, segments: tuple[str, ...] | None, receive: Receive, send: Send
@@ -209,10 +219,14 @@ class WebSockets:
             return
         try:
             handshake = self._check_handshake(scope, segments)
+            owner = self._owner_link(scope, handshake)
         except Exception as exc:
             await self.refuse(send, exc)
             return
         route_name = handshake.route.name
+        if owner is not None:
+            await self._relay(owner, route_name, scope, receive, send)
+            return
         # No checkpoint since the draining check: close_all cannot miss this connection.
         connection = _Connection(send, handshake.binary, self.metrics)
         self._connections.add(connection)
@@ -232,6 +246,41 @@ class WebSockets:
                 )
         finally:
             self._connections.discard(connection)
+
+    def _owner_link(self, scope: Message, handshake: _Handshake) -> PeerLink | None:
+        """The link to the object's owner if another node owns it (None: serve it here). A socket
+        another node relayed here for an object this node does not own is refused (OwnerUnavailable)."""
+        router = self.router
+        if router is None:
+            return None
+        try:
+            object_id = self.runtime.app.id_from_name(handshake.cls, handshake.name)
+        except Exception:
+            return None  # closed with its error after the accept, as on a single node
+        link = router.link_for(object_id)
+        if link is not None:
+            relayed_by = next((v for k, v in scope["headers"] if k == RELAYED_BY_HEADER), None)
+            if relayed_by is not None:
+                raise router.not_owner(object_id, relayed_by.decode("latin-1"))
+        return link
+
+    async def _relay(
+        self, owner: PeerLink, route_name: str, scope: Message, receive: Receive, send: Send
+    ) -> None:
+        """Relay the socket to its owner (``server/cluster/relay.py``) until it closes."""
+        assert self.router is not None
+        relay = Relay(owner, self.router.self_id, self.config.max_frame_bytes)
+        self._relays.add(relay)  # no checkpoint since the draining check: close_all sees it
+        self.metrics.relayed(owner.peer.id)
+        self.metrics.websocket_connections += 1
+        try:
+            code = await relay.serve(scope, receive, send, self.refuse)
+        finally:
+            self.metrics.websocket_connections -= 1
+            self._relays.discard(relay)
+        if code is not None:
+            self.metrics.request_finished(route_name, 101)
+            self.metrics.websocket_closes[code] += 1
 
     def _check_handshake(self, scope: Message, segments: tuple[str, ...] | None) -> _Handshake:
         """What the handshake asks for, or the error that refuses it (in the order of the docstring)."""

@@ -31,16 +31,16 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from actors import wire
 from actors.errors import ActorError, InvalidArgument, OwnerLost, OwnerUnavailable
 from actors.wire import MAX_FRAMES_PER_MESSAGE, Error, Result
 
 from . import handshake
+from .dial import open_peer_websocket
 from .handshake import Auth, HandshakeRefused
 
 if TYPE_CHECKING:
@@ -270,14 +270,11 @@ class PeerLink:
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[WebSocketConnection]:
         """Dial the peer and run the handshake (HandshakeRefused, HandshakeError, OSError)."""
-        parts = urlsplit(self.peer.url)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        url = f"{scheme}://{parts.netloc}{PEER_PATH}"
-        async with open_websocket_url(
-            url,
+        async with open_peer_websocket(
+            self.peer.url,
+            PEER_PATH,
             max_message_size=_LINK_MAX_MESSAGE_BYTES,
-            connect_timeout=DIAL_TIMEOUT_SECONDS,
-            disconnect_timeout=1.0,
+            timeout=DIAL_TIMEOUT_SECONDS,
         ) as ws:
             with trio.fail_after(DIAL_TIMEOUT_SECONDS):
                 await self._authenticate(ws)
