@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -112,6 +113,22 @@ async def serve(
     log.info("stopped", extra={"event": "stopped"})
 
 
+def _shared_socket(host: str, port: int) -> int:
+    """A socket bound to ``host:port`` with SO_REUSEPORT, as a file descriptor hypercorn takes over
+    (``fd://``): every worker binds the same port this way and the kernel spreads connections."""
+    host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach()
+
+
 def load_app(spec: str | None, *, rooms: App | None = None) -> App:
     """``rooms`` (default: the built-in rooms) merged with the user's App ``"module:attr"``.
 
@@ -143,6 +160,8 @@ def load_app(spec: str | None, *, rooms: App | None = None) -> App:
 def _hypercorn_config(config: Config) -> HypercornConfig:
     hypercorn = HypercornConfig()
     hypercorn.bind = [config.bind]
+    if config.shared_port is not None:
+        hypercorn.bind.append(f"fd://{_shared_socket(config.host, config.shared_port)}")
     hypercorn.accesslog = None  # one line per request is too much at load; DEBUG level logs them
     hypercorn.errorlog = logging.getLogger("hypercorn.error")
     hypercorn.graceful_timeout = config.call_timeout + _GRACE_AFTER_CALL_TIMEOUT

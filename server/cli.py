@@ -35,6 +35,7 @@ from actors import Durability
 from client import cli as client_cli
 
 from . import admin_cli, serve
+from .cluster import ClusterFileError, Membership, load_membership, local
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
 
@@ -60,6 +61,10 @@ def _durability(text: str) -> Durability:
 
 def _optional_str(text: str) -> str | None:
     return text or None
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text else None
 
 
 def _optional_path(text: str) -> Path | None:
@@ -133,6 +138,7 @@ _OPTIONS = (
     _Option("cluster", _optional_path, "cluster file: TOML with secret and [[nodes]]", metavar="FILE"),
     _Option("node_id", _optional_str, "this node's id in the cluster file", metavar="ID"),
     _Option("workers", int, "node processes on this machine sharing the port (a local cluster)"),
+    _Option("shared_port", _optional_int, "also accept on this port with SO_REUSEPORT (set by --workers)"),
     _Option(
         "advertise_url",
         _optional_str,
@@ -168,9 +174,49 @@ def _build_parser() -> argparse.ArgumentParser:
                 metavar=option.metavar or (None if option.choices else option.field.upper()),
                 help=help_text,
             )
+    _add_demo_parser(commands)
     admin_cli.add_objects_parser(commands)
     client_cli.add_parsers(commands)
     return parser
+
+
+def _add_demo_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run a local cluster of several nodes (the demo page on each)",
+        description="Start a cluster on this machine: node i on port PORT+i-1, data in DATA_DIR/n<i>, a "
+        "fresh secret. Ctrl-C or SIGTERM stops every node.",
+    )
+    demo.add_argument("--nodes", type=int, default=3, help="nodes to start (default 3, at most 16)")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="port of the first node (default 8080)")
+    demo.add_argument("--data-dir", type=Path, default=Path("data"), help="parent folder of the nodes' data")
+    demo.add_argument("--app", default=None, metavar="MODULE:ATTR", help="your App, beside the rooms")
+
+
+#: nodes ``actors demo`` starts at most
+MAX_DEMO_NODES = 16
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= MAX_DEMO_NODES or not 1 <= args.port <= 65535 - args.nodes:
+        print(f"actors demo: --nodes must be in 1..{MAX_DEMO_NODES} and the ports must fit", file=sys.stderr)
+        return 2
+    configure_logging("warning", "text")
+    nodes = local.demo_nodes(args.nodes, args.host, args.port, args.data_dir)
+    serve_args = ["--log-level", "warning"] + (["--app", args.app] if args.app else [])
+    urls = [node.url for node in nodes]
+    print(f"actors demo: starting {len(nodes)} nodes; Ctrl-C stops them", file=sys.stderr, flush=True)
+    return trio.run(
+        partial(
+            local.run_local_cluster,
+            nodes,
+            serve_args,
+            args.data_dir / "cluster.toml",
+            restart=False,
+            announce=urls,
+        )
+    )
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
@@ -199,7 +245,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
     return Config(**values)
 
 
-async def _serve_until_signalled(config: Config) -> None:
+async def _serve_until_signalled(config: Config, membership: Membership | None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
         async def first_signal() -> None:
@@ -209,7 +255,9 @@ async def _serve_until_signalled(config: Config) -> None:
                 return
 
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(serve, config, shutdown_trigger=first_signal))
+            urls = await nursery.start(
+                partial(serve, config, membership=membership, shutdown_trigger=first_signal)
+            )
             for url in urls:
                 print(f"actors: listening on {url}", flush=True)
 
@@ -241,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "objects":
         return admin_cli.run(args, os.environ)
+    if args.command == "demo":
+        return _demo(args)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args, os.environ)
     if args.command != "serve":
@@ -250,11 +300,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args, os.environ)
     except ValueError as exc:
         parser.error(str(exc))  # exits 2
+    membership = None
+    if config.cluster is not None:
+        try:
+            membership = load_membership(config.cluster, config.node_id)
+        except ClusterFileError as exc:
+            print(f"actors serve: {exc}", file=sys.stderr)  # one line naming the problem
+            return 2
     configure_logging(config.log_level, config.log_format)
+    if config.workers > 1:
+        serve_args = list(argv if argv is not None else sys.argv[1:])[1:]  # the flags after "serve"
+        nodes = local.worker_nodes(config.workers, config.host, config.port, config.data_dir)
+        public = nodes[0].url.rsplit(":", 1)[0] + f":{nodes[0].shared_port}"
+        cluster_file = config.data_dir / "cluster.toml"
+        return trio.run(
+            partial(local.run_local_cluster, nodes, serve_args, cluster_file, restart=True, announce=[public])
+        )
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
     tune_garbage_collector()
     try:
-        trio.run(_serve_until_signalled, config)
+        trio.run(_serve_until_signalled, config, membership)
     except Exception as exc:  # startup failures (port in use, bad --app) and bugs: log, exit 1
         log.exception("could not serve", extra={"event": "failed", "error": repr(exc)})
         return 1

@@ -97,6 +97,9 @@ class Config:
     node_id: str | None = None
     #: node processes ``actors serve`` runs on this machine sharing one port (``server/cluster/local.py``)
     workers: int = 1
+    #: also accept on this port, shared with other processes that set it too (``SO_REUSEPORT``:
+    #: the kernel spreads connections); ``--workers`` sets it for its workers
+    shared_port: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -137,6 +140,8 @@ class Config:
             raise ValueError(f"workers must be in 1..{MAX_WORKERS}, not {self.workers}")
         if self.workers > 1 and self.cluster is not None:
             raise ValueError("workers makes its own local cluster; it cannot be combined with --cluster")
+        if self.shared_port is not None and not 1 <= self.shared_port <= 65535:
+            raise ValueError(f"shared_port must be in 1..65535, not {self.shared_port}")
         self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
 
     def settings(self) -> Settings:
