@@ -142,7 +142,9 @@ def verify_auth(membership: Membership, challenge: bytes, data: Any) -> Auth:
     me = membership.self_id
     if auth.node == me or membership.member(auth.node) is None:
         raise HandshakeRefused(f"{auth.node!r} is not a peer of {me}")
-    expected = dial_mac(membership.secret, challenge, auth.nonce, auth.node, me, membership.digest)
+    # The proof covers the digest the dialer claims, so a member with another membership is told
+    # so (MEMBERSHIP_DIFFERS) rather than refused as an impostor.
+    expected = dial_mac(membership.secret, challenge, auth.nonce, auth.node, me, auth.digest)
     if not hmac.compare_digest(auth.mac, expected):
         raise HandshakeRefused(f"{auth.node!r} could not prove the cluster secret")
     if auth.epoch != membership.epoch or auth.digest != membership.digest:

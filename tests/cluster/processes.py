@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tests.server.nodes import (
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
     Node,
+    Reply,
     _read_url,
     _read_url_blocking,
     command,
@@ -62,20 +63,29 @@ def node_command(base: Path, node_id: str, port: int, cluster_file: Path, *flags
     ]  # fmt: skip
 
 
+async def _poll(node: Node, path: str, done: Callable[[Reply], bool]) -> None:
+    """Until ``done(reply)`` for ``GET path`` (a node still starting refuses connections: retried)."""
+    while True:
+        try:
+            if done(await fetch(node.url, "GET", path)):
+                return
+        except OSError:
+            pass
+        await trio.sleep(0.05)
+
+
 async def wait_ready(nodes: list[Node], timeout: float = STARTUP_TIMEOUT) -> None:
     """Until every node's /readyz is 200 (it has reached each of its peers once)."""
     with trio.fail_after(timeout):
         for node in nodes:
-            while (await fetch(node.url, "GET", "/readyz")).status != 200:  # noqa: ASYNC110 (another process)
-                await trio.sleep(0.05)
+            await _poll(node, "/readyz", lambda reply: reply.status == 200)
 
 
 async def wait_all_up(nodes: list[Node], timeout: float = STARTUP_TIMEOUT) -> None:
     """Until every node sees every other node's link up (``GET /v1/cluster``)."""
     with trio.fail_after(timeout):
         for node in nodes:
-            while not all(n["up"] for n in (await fetch(node.url, "GET", "/v1/cluster")).json()["nodes"]):  # noqa: ASYNC110
-                await trio.sleep(0.05)
+            await _poll(node, "/v1/cluster", lambda reply: all(n["up"] for n in reply.json()["nodes"]))
 
 
 @contextmanager
