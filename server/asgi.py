@@ -7,6 +7,11 @@ Guarantees
   unauthenticated client cannot probe which routes exist), route (404/405), declared body size (413,
   decided from ``Content-Length`` before a byte of the body is read), then the body as it streams
   (413 as soon as the running total passes ``max_body_bytes``; the rest is never buffered).
+- Keep-alive never loses a request: a body the reply did not need (a 400, 401, 404 or 405, or a
+  route that takes no body) is read to its end and dropped before the reply, while it is within
+  ``max_body_bytes``, so the connection can carry the next request. When the node will close the
+  connection instead (a 413: the rest of the body is never read), the reply says
+  ``Connection: close``.
 - Readiness: ``ready`` turns false as soon as shutdown begins (before hypercorn stops accepting and
   the runtime drains), so a load balancer stops sending new work while in-flight calls finish.
 
@@ -25,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from actors.errors import InvalidArgument
+from actors.errors import ActorError, InvalidArgument
 from actors.placement import ClusterMap
 
 from . import codec, http
@@ -146,6 +151,7 @@ class Node:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = accept = authorization = content_length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
@@ -155,6 +161,10 @@ class Node:
                 authorization = value
             elif name == b"content-length":
                 content_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        # the request has a body that is not read yet
+        unread = chunked or (content_length is not None and content_length != b"0")
         cbor = content_type is not None and content_type.startswith(codec.CBOR)
         reply_cbor = cbor or (accept is not None and codec.CBOR in accept)
         route_name = "<none>"
@@ -168,17 +178,32 @@ class Node:
             body = b""
             if route.reads_body:
                 body = await self._read_body(receive, content_length)
+                unread = False
             request = http.Request(scope["method"], params, scope["query_string"], body, cbor, reply_cbor)
             reply = await route.handler(self, request)
         except _Disconnected:
             return
         except Exception as exc:
             reply = self._error_reply(exc, reply_cbor)
+        # A body left unread (answered before reading it, or by a route that takes none) is read to
+        # its end and dropped while it is within max_body_bytes: hypercorn closes a connection whose
+        # request was not read to its end, and a keep-alive client would lose its next request to
+        # that silent close. Past the limit (413) the node closes, and says so.
+        close = reply.status == 413
+        if unread and not close:
+            try:
+                await self._read_body(receive, content_length, keep=False)
+            except _Disconnected:
+                return
+            except ActorError:  # over max_body_bytes, or a Content-Length that is not a number
+                close = True
         headers = [
             (b"content-type", reply.content_type),
             (b"content-length", str(len(reply.body)).encode()),
             *reply.headers,
         ]
+        if close:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
         self.metrics.request_finished(route_name, reply.status)
@@ -200,7 +225,12 @@ class Node:
         if authorization is None or not hmac.compare_digest(authorization, expected):
             raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
 
-    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
+    async def _read_body(self, receive: Receive, content_length: bytes | None, *, keep: bool = True) -> bytes:
+        """The whole request body (``keep=False``: read to its end, dropped, ``b""`` returned).
+
+        Raises LimitExceeded past ``max_body_bytes`` (declared or streamed), InvalidArgument for a
+        Content-Length that is not a number, _Disconnected if the client went away.
+        """
         limit = self.config.max_body_bytes
         if content_length is not None:
             try:
@@ -219,7 +249,8 @@ class Node:
             size += len(chunk)
             if size > limit:
                 raise body_too_large(limit)
-            chunks.append(chunk)
+            if keep:
+                chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 

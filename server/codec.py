@@ -3,6 +3,11 @@
 Guarantees
 - A body the node cannot parse, or of the wrong shape, is refused with InvalidArgument (400) that
   says what is wrong; it never reaches an object.
+- Nesting is bounded before it can exhaust the decoders' stacks: a body nested deeper than
+  ``MAX_BODY_DEPTH`` (the arguments' ``MAX_VALUE_DEPTH`` inside the body's own map) is refused with
+  LimitExceeded (400) naming ``MAX_VALUE_DEPTH``. CBOR is cut off at that depth by the decoder; JSON
+  where Python's decoder would recurse past its stack limit (a few hundred levels, the same error),
+  and anything between by the runtime's own check of the arguments (400 naming the same limit).
 - A reply is written in the request's format: CBOR when the request's ``Content-Type`` or ``Accept``
   is ``application/cbor``, JSON otherwise. A value JSON cannot carry (bytes, NaN, infinity) raises
   NotAcceptable (406) instead of being written as invalid JSON or silently converted.
@@ -17,13 +22,15 @@ from typing import Any
 
 import cbor2
 
-from actors.errors import InvalidArgument
+from actors.errors import InvalidArgument, LimitExceeded
+from actors.limits import MAX_VALUE_DEPTH
 
 from .errors import NotAcceptable
 
 __all__ = [
     "CBOR",
     "JSON",
+    "MAX_BODY_DEPTH",
     "decode_body",
     "decode_call",
     "decode_cursor",
@@ -34,22 +41,46 @@ __all__ = [
 JSON = b"application/json"
 CBOR = b"application/cbor"
 
+#: levels of lists and maps a body may nest: arguments of ``MAX_VALUE_DEPTH`` inside the body's map
+MAX_BODY_DEPTH = MAX_VALUE_DEPTH + 1
+
+#: cbor2 counts a tag as a level too: one more leaves room for a big integer (tags 2 and 3) at the
+#: deepest level of a plain value
+_CBOR_MAX_DEPTH = MAX_BODY_DEPTH + 1
+#: what cbor2 (5.9 and later) says when a body passes ``_CBOR_MAX_DEPTH`` (a test pins the wording;
+#: were it to change, the reply would still be a 400, as a malformed body)
+_CBOR_TOO_DEEP = f"maximum container nesting depth ({_CBOR_MAX_DEPTH}) exceeded"
+
 _dumps_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
 
 def decode_body(body: bytes, *, cbor: bool) -> Any:
-    """The value in ``body`` (None for an empty body); InvalidArgument if it does not parse."""
+    """The value in ``body`` (None for an empty body).
+
+    Raises InvalidArgument if it does not parse, LimitExceeded (``MAX_VALUE_DEPTH``) if it nests
+    too deep to decode (see the module docstring).
+    """
     if not body:
         return None
     if cbor:
         try:
-            return cbor2.loads(body)
+            return cbor2.loads(body, max_depth=_CBOR_MAX_DEPTH)
         except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
+            if str(exc) == _CBOR_TOO_DEEP:
+                raise _too_deep() from None
             raise InvalidArgument(f"malformed CBOR body: {exc}") from None
     try:
         return json.loads(body)
+    except RecursionError:  # the C decoder checks the interpreter's recursion limit at each level
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed JSON body: {exc}") from None
+
+
+def _too_deep() -> LimitExceeded:
+    return LimitExceeded(
+        f"the body is nested deeper than MAX_VALUE_DEPTH ({MAX_VALUE_DEPTH}) allows", limit="MAX_VALUE_DEPTH"
+    )
 
 
 def decode_call(body: bytes, *, cbor: bool) -> tuple[list[Any], dict[str, Any]]:

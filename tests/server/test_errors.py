@@ -92,6 +92,29 @@ async def test_a_name_over_the_limit_is_400_naming_the_limit(node: Node) -> None
     }
 
 
+#: a body nested this deep made the JSON decoder raise RecursionError, answered as a 500 (issue 12)
+HOSTILE_DEPTH = 50_000
+JSON_TYPE, CBOR_TYPE = "application/json", "application/cbor"
+DEPTH_ERROR = {
+    "type": "LimitExceeded",
+    "message": "the body is nested deeper than MAX_VALUE_DEPTH (64) allows",
+    "limit": "MAX_VALUE_DEPTH",
+}
+
+
+async def test_a_body_nested_50000_levels_deep_is_400_naming_the_nesting_limit(
+    node: Node, unique: str
+) -> None:
+    as_json = b'{"a":' * HOSTILE_DEPTH + b"1" + b"}" * HOSTILE_DEPTH
+    as_cbor = b"\xa1\x61a" * HOSTILE_DEPTH + b"\x01"  # {"a": {"a": ... 1}}
+    for path in (f"/counter/{unique}/increment", f"/v1/objects/Counter/{unique}/increment"):
+        reply = await fetch(node.url, "POST", path, body=as_json, headers={"Content-Type": JSON_TYPE})
+        assert (reply.status, error_of(reply)) == (400, DEPTH_ERROR), path
+        reply = await fetch(node.url, "POST", path, body=as_cbor, headers={"Content-Type": CBOR_TYPE})
+        assert (reply.status, reply.cbor()) == (400, {"error": DEPTH_ERROR}), path
+    assert (await fetch(node.url, "GET", f"/counter/{unique}")).json() == {"value": 0}
+
+
 async def test_invalid_utf8_in_the_path_is_400(node: Node) -> None:
     reply = await fetch(node.url, "GET", "/counter/%ff")
     assert (reply.status, error_of(reply)["type"]) == (400, "InvalidArgument")
