@@ -18,8 +18,10 @@ Exit status
 Guarantees
 - ``list`` follows the node's cursor until the listing ends or ``--limit`` objects are printed, and
   prints each page as it arrives: one line per object, ``class``, ``name`` (``-`` for an object
-  made with a unique id) and ``id``, tab-separated; a name that is not printable is written as a
-  JSON string. ``--json`` writes one JSON object per line, as the node sends it.
+  made with a unique id), ``id`` and ``node`` (its owner), tab-separated; a name that is not
+  printable is written as a JSON string. ``--json`` writes one JSON object per line, as the node
+  sends it. A cluster node lists the whole cluster; a node that could not answer is named on stderr.
+- ``export`` asked of a node that does not own the object follows its 307 to the owner, once.
 - ``export`` writes FILE only once the whole snapshot has arrived: it downloads into ``FILE.part``
   and renames that into place, so a failure never leaves a truncated database at FILE. ``-o -``
   writes the snapshot to stdout instead.
@@ -207,6 +209,11 @@ def list_objects(
             query["cursor"] = cursor
         page = node.json("GET", "/v1/objects?" + urlencode(query))
         objects, next_cursor = _page(page)
+        for missing in page.get("unavailable") or []:  # a cluster node that could not answer
+            print(
+                f"actors objects: node {missing.get('node')} did not answer: {missing.get('error')}",
+                file=sys.stderr,
+            )
         for entry in objects:
             out.write(json.dumps(entry) + "\n" if as_json else _line(entry))
         out.flush()
@@ -232,6 +239,8 @@ def _page(page: Any) -> tuple[list[dict[str, Any]], str | None]:
 def _line(entry: dict[str, Any]) -> str:
     name = entry.get("name")
     cells = [_cell(entry.get("class")), "-" if name is None else _cell(name), _cell(entry.get("id"))]
+    if "node" in entry:  # the node that owns it (every node of a cluster lists the whole cluster)
+        cells.append(_cell(entry["node"]))
     return "\t".join(cells) + "\n"
 
 
@@ -316,7 +325,28 @@ class _Node:
 
     @contextmanager
     def open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
-        """The response to one request, if it is a 2xx; _RemoteError or _Unreachable otherwise."""
+        """The response to one request, if it is a 2xx; _RemoteError or _Unreachable otherwise.
+
+        A 307 from a node of a cluster (an export asked of a node that does not own the object) is
+        followed once, to the owner it names, with the same token.
+        """
+        with self._open(method, path) as response:
+            location = response.getheader("location") if response.status == 307 else None
+            if location is None:
+                yield response
+                return
+        owner = urlsplit(location)
+        if owner.scheme not in ("http", "https") or not owner.hostname:
+            raise _RemoteError(f"the node redirected to {location!r}, which is not a node URL")
+        target = _Node(owner._replace(path="", query=""), self.token, self.timeout)
+        with target._open(method, owner.path + (f"?{owner.query}" if owner.query else "")) as response:
+            if response.status == 307:
+                raise _RemoteError(f"the owner at {location} redirected again; stopping")
+            yield response
+
+    @contextmanager
+    def _open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
+        """One request; its response if it is a 2xx or a 307, else _RemoteError or _Unreachable."""
         host, port = self.url.hostname, self.url.port
         assert host is not None
         connection: http.client.HTTPConnection
@@ -333,7 +363,7 @@ class _Node:
             with _network(f"cannot reach {where}"):
                 connection.request(method, self.url.path.rstrip("/") + path, headers=headers)
                 response = connection.getresponse()
-            if not 200 <= response.status < 300:
+            if not 200 <= response.status < 300 and response.status != 307:
                 with _network(f"{where} dropped the connection"):
                     body = response.read()
                 raise _RemoteError(_describe_error(response, body))

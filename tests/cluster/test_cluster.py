@@ -6,6 +6,7 @@ Every test goes through the public interfaces (HTTP, WebSockets, the SDK) of rea
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections import Counter as Tally
@@ -22,10 +23,14 @@ from tests.server.sockets import open_socket, receive, scrape, send_json, value,
 IDS = ("n1", "n2", "n3")
 
 
+@functools.lru_cache(maxsize=8)
+def _cluster_map(urls: tuple[str, ...]) -> ClusterMap:
+    return ClusterMap(tuple(zip(IDS, urls, strict=True)), 1)
+
+
 def owner_of(nodes: list[Node], cls: str, name: str) -> str:
     """The owner as every node computes it (placement over the ids the cluster map lists)."""
-    cluster = ClusterMap(tuple((node_id, node.url) for node_id, node in zip(IDS, nodes, strict=True)), 1)
-    return cluster.owner(ObjectId.from_name(cls, name).hex)[0]
+    return _cluster_map(tuple(node.url for node in nodes)).owner(ObjectId.from_name(cls, name).hex)[0]
 
 
 def names_owned_by(nodes: list[Node], owner: str, cls: str, prefix: str, count: int) -> list[str]:
@@ -250,3 +255,31 @@ async def test_metrics_show_every_peer_link_up(cluster: list[Node]):
             if peer != node_id:
                 assert value(text, "actors_peer_up", peer=peer) == 1.0
         assert json.loads((await fetch(node.url, "GET", "/readyz")).body) == {"status": "ready"}
+
+
+async def test_actors_objects_lists_the_cluster_from_any_node_and_export_follows_the_owner(
+    cluster: list[Node], unique: str, tmp_path: Path
+):
+    import subprocess
+    import sys
+
+    from tests.server.nodes import ENV
+
+    names = [f"cli-{unique}-{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        await fetch(cluster[i % 3].url, "POST", f"/counter/{name}/increment")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-m", "server.cli", "objects", *args, "--url", cluster[2].url]
+        return subprocess.run(argv, capture_output=True, env=ENV, cwd=tmp_path, timeout=60, check=False)
+
+    listed = await in_thread(cli, "list", "--prefix", f"cli-{unique}", timeout=60)
+    assert (listed.returncode, listed.stderr) == (0, b"")
+    rows = [line.split("\t") for line in listed.stdout.decode().splitlines()]
+    assert [(row[1], row[3]) for row in rows] == [(n, owner_of(cluster, "Counter", n)) for n in names]
+    remote = next(n for n in names if owner_of(cluster, "Counter", n) != "n3")
+    exported = await in_thread(
+        cli, "export", "Counter", remote, "-o", str(tmp_path / "x.sqlite3"), timeout=60
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "x.sqlite3").read_bytes().startswith(b"SQLite format 3\0")

@@ -81,11 +81,11 @@ async def test_two_workers_behind_one_port_count_exactly_and_a_crashed_worker_co
     data = tmp_path / "data"
     argv = ["serve", "--workers", "2", "--port", "0", "--data-dir", str(data), "--app", APP]
     async with launched(argv, tmp_path, 1) as (process, [url]):
-        names = [f"c{i}" for i in range(6)]
-        seen = await increments(url, names, clients=4, each=30)
+        names = [f"c{i}" for i in range(16)]
+        seen = await increments(url, names, clients=4, each=32)
         for name, values in seen.items():
             assert sorted(values) == list(range(1, len(values) + 1)), name
-        assert sum(len(v) for v in seen.values()) == 120
+        assert sum(len(v) for v in seen.values()) == 128
         holders = {p.parent.parent.parent.parent.name for p in data.glob("w*/objects/Counter/*/*.sqlite3")}
         assert holders == {"w1", "w2"}  # both workers own a share
         [pid] = pids_matching(f"{data}/cluster.toml --node-id w1 ")
@@ -96,7 +96,7 @@ async def test_two_workers_behind_one_port_count_exactly_and_a_crashed_worker_co
         cluster = (await fetch(url, "GET", "/v1/cluster")).json()
         workers = [Node(n["url"], None, tmp_path / "parent.log") for n in cluster["nodes"]]
         await wait_all_up(workers)
-        again = await increments(url, names, clients=2, each=6)
+        again = await increments(url, names, clients=2, each=16)
         for name in names:
             assert again[name] == sorted(again[name])
             assert again[name][0] == len(seen[name]) + 1  # nothing lost across the crash

@@ -170,8 +170,9 @@ async def test_cli_list_follows_the_cursor_through_every_page(
     every = await _cli("list", "--prefix", unique, "--page-size", "2", url=admin_node.url, cwd=tmp_path)
     assert (every.returncode, every.stderr) == (0, b"")
     lines = [line.split("\t") for line in every.stdout.decode().splitlines()]
-    assert [(cls, name) for cls, name, _ in lines] == [("Counter", name) for name in names]
-    assert all(len(object_id) == 64 for _, _, object_id in lines)
+    assert [(cls, name) for cls, name, _, _ in lines] == [("Counter", name) for name in names]
+    assert all(len(object_id) == 64 for _, _, object_id, _ in lines)
+    assert {node for _, _, _, node in lines} == {admin_node.url.removeprefix("http://")}  # its owner
 
     some = await _cli(
         "list", "--prefix", unique, "--page-size", "2", "--limit", "3", url=admin_node.url, cwd=tmp_path
@@ -183,7 +184,7 @@ async def test_cli_list_follows_the_cursor_through_every_page(
     )
     objects = [json.loads(line) for line in as_json.stdout.decode().splitlines()]
     assert [(o["class"], o["name"]) for o in objects] == [("Counter", name) for name in names]
-    assert {o["id"] for o in objects} == {object_id for _, _, object_id in lines}
+    assert {o["id"] for o in objects} == {object_id for _, _, object_id, _ in lines}
 
 
 async def test_cli_export_writes_the_snapshot_then_delete_removes_the_object(

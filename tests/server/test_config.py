@@ -98,6 +98,8 @@ def test_the_status_table_covers_every_error() -> None:
         actor_errors.CallTimeout("m"): 504,
         actor_errors.ObjectReset("m"): 503,
         actor_errors.ShuttingDown("m"): 503,
+        actor_errors.OwnerUnavailable("m", node="n2"): 503,
+        actor_errors.OwnerLost("m"): 502,
         actor_errors.InternalError("m"): 500,
         actor_errors.UserError("KeyError", "m"): 500,
         actor_errors.ActivationFailed("m"): 500,

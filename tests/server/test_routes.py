@@ -145,7 +145,7 @@ async def test_listing_pages_with_an_opaque_cursor(node: Node, unique: str) -> N
     page = first.json()
     assert [o["name"] for o in page["objects"]] == [f"{unique}-a", f"{unique}-b"]
     entry = page["objects"][0]
-    assert set(entry) == {"class", "name", "id", "created", "alarm"}
+    assert set(entry) == {"class", "name", "id", "created", "alarm", "node"}
     assert entry["class"] == "Tally"
     assert len(entry["id"]) == 64
     assert entry["alarm"] is None
@@ -153,7 +153,7 @@ async def test_listing_pages_with_an_opaque_cursor(node: Node, unique: str) -> N
     second = await fetch(
         node.url, "GET", f"/v1/objects?class=Tally&prefix={unique}&limit=2&cursor={page['cursor']}"
     )
-    assert second.json() == {"objects": [second.json()["objects"][0]], "cursor": None}
+    assert second.json() == {"objects": [second.json()["objects"][0]], "cursor": None, "unavailable": []}
     assert second.json()["objects"][0]["name"] == f"{unique}-c"
 
 

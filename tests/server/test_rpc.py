@@ -22,6 +22,7 @@ import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from actors import errors, wire
+from actors.placement import PLACEMENT_FUNCTION
 from actors.wire import Call, Error, Hello, Result, Welcome
 from server.cli import _build_parser, config_from_args
 from server.config import Config
@@ -149,11 +150,16 @@ async def test_a_connection_that_sends_no_hello_in_time_is_closed_4408(node: Nod
 async def test_v1_cluster_lists_this_node_and_needs_the_token(node: Node, strict_node: Node) -> None:
     reply = await fetch(node.url, "GET", "/v1/cluster")
     name = node.url.removeprefix("http://")
-    assert (reply.status, reply.json()) == (200, {"epoch": 0, "nodes": [{"node": name, "url": node.url}]})
+    body = reply.json()
+    assert reply.status == 200
+    assert body["epoch"] == 0
+    assert body["nodes"] == [{"node": name, "url": node.url, "up": True}]
+    assert body["self"] == name
+    assert body["placement"]["function"] == PLACEMENT_FUNCTION
     assert (await fetch(strict_node.url, "GET", "/v1/cluster")).status == 401
     reply = await fetch(strict_node.url, "GET", "/v1/cluster", token=TOKEN)
     assert reply.json()["nodes"] == [
-        {"node": strict_node.url.removeprefix("http://"), "url": strict_node.url}
+        {"node": strict_node.url.removeprefix("http://"), "url": strict_node.url, "up": True}
     ]
 
 
