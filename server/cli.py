@@ -215,6 +215,8 @@ def _demo(args: argparse.Namespace) -> int:
             args.data_dir / "cluster.toml",
             restart=False,
             announce=urls,
+            note=f"actors demo: open {urls[0]}/ and {urls[-1]}/ in two browsers: one room, wherever it lives."
+            f" The cluster file is {args.data_dir / 'cluster.toml'}; Ctrl-C stops every node.",
         )
     )
 

@@ -101,11 +101,13 @@ async def run_local_cluster(
     *,
     restart: bool,
     announce: Sequence[str],
+    note: str = "",
 ) -> int:
     """Run ``nodes`` until SIGTERM/SIGINT; returns the exit status (0: every node stopped cleanly).
 
     ``serve_args`` are the user's ``actors serve`` flags, passed to every node before the node's
-    own (later flags win); ``announce`` are the URLs printed once every node listens.
+    own (later flags win); ``announce`` are the URLs printed once every node listens, followed by
+    ``note`` on stderr.
     """
     write_cluster_file(nodes, cluster_file)
     stopping = trio.Event()
@@ -161,6 +163,8 @@ async def run_local_cluster(
                         await ready.wait()
                     for url in announce:
                         print(f"actors: listening on {url}", flush=True)
+                    if note:
+                        print(note, file=sys.stderr, flush=True)
                     return
                 log.error("nodes did not start", extra={"event": "start_timeout"})
                 stopping.set()
