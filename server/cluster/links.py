@@ -149,8 +149,11 @@ class PeerLink:
     ) -> _Pending:
         """Send a call to the peer; ``reply`` is called once with its outcome. Raises OwnerUnavailable
         at once while the link is DOWN (nothing was sent)."""
-        if self.state is LinkState.DOWN:
-            raise self._unavailable()
+        state = self.state
+        if state is LinkState.DOWN or (
+            state is LinkState.CONNECTING and trio.current_time() >= self._give_up_at
+        ):
+            raise self._unavailable()  # (the link task fails the calls already waiting soon after)
         call_id = next(self._ids)
         pending = _Pending(reply, trio.current_time())
         self._pending[call_id] = pending
