@@ -3,6 +3,9 @@
 Guarantees
 - A body the node cannot parse, or of the wrong shape, is refused with InvalidArgument (400) that
   says what is wrong; it never reaches an object.
+- Every string a JSON body or message decodes to is text: a lone UTF-16 surrogate (the escape
+  ``\\ud800`` without its pair, valid JSON syntax but no character) is refused with InvalidArgument, as
+  I-JSON (RFC 7493) requires, because no object could store, send or encode it back.
 - Nesting is bounded before it can exhaust the decoders' stacks: a body nested deeper than
   ``MAX_BODY_DEPTH`` (the arguments' ``MAX_VALUE_DEPTH`` inside the body's own map) is refused with
   LimitExceeded (400) naming ``MAX_VALUE_DEPTH``. CBOR is cut off at that depth by the decoder; JSON
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 import cbor2
@@ -36,6 +40,7 @@ __all__ = [
     "decode_cursor",
     "encode",
     "encode_cursor",
+    "refuse_lone_surrogates",
 ]
 
 JSON = b"application/json"
@@ -52,6 +57,10 @@ _CBOR_MAX_DEPTH = MAX_BODY_DEPTH + 1
 _CBOR_TOO_DEEP = f"maximum container nesting depth ({_CBOR_MAX_DEPTH}) exceeded"
 
 _dumps_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+#: once the input is strict UTF-8, only a JSON escape of a surrogate (``\\ud800`` to ``\\udfff``) can put
+#: one into a decoded string
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_dumps_text = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
 def decode_body(body: bytes, *, cbor: bool) -> Any:
@@ -70,11 +79,31 @@ def decode_body(body: bytes, *, cbor: bool) -> Any:
                 raise _too_deep() from None
             raise InvalidArgument(f"malformed CBOR body: {exc}") from None
     try:
-        return json.loads(body)
+        # Strict UTF-8 (RFC 8259): json.loads would also read UTF-16 and 32, and let encoded
+        # surrogates through ("surrogatepass")
+        text = body.decode()
+        value = json.loads(text)
     except RecursionError:  # the C decoder checks the interpreter's recursion limit at each level
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed JSON body: {exc}") from None
+    refuse_lone_surrogates(value, text, "body")
+    return value
+
+
+def refuse_lone_surrogates(value: Any, text: str, what: str) -> None:
+    """Raise InvalidArgument if a string in ``value``, decoded from the JSON ``text`` (a str decoded
+    strictly), holds a lone surrogate. Costs a search of ``text``, and an encoding of ``value`` only
+    when ``text`` has surrogate escapes (emoji escaped as pairs, say)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return
+    try:
+        _dumps_text(value).encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            f"malformed JSON {what}: a string holds a lone surrogate (an escape from \\ud800 to \\udfff "
+            "without its pair), which is not text"
+        ) from None
 
 
 def _too_deep() -> LimitExceeded:

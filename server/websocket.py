@@ -41,7 +41,8 @@ Guarantees
   each turn's commit before it reads the next frame. That is the backpressure too: a client sending
   faster than its object commits is slowed by TCP (hypercorn stops reading once its small per-
   connection queue is full), never buffered without bound.
-- A message that does not decode (JSON, CBOR, or CBOR that is not a plain value) gets an error frame
+- A message that does not decode (JSON, JSON with a string that is not text, CBOR, or CBOR that is
+  not a plain value) gets an error frame
   ``{"type": "error", "error": "InvalidArgument", "message": ...}`` and never reaches the object; a
   message whose turn failed (the object raised, Overloaded, CallTimeout) gets an error frame naming
   that error. Either way the socket stays open.
@@ -543,9 +544,11 @@ def _decode_json(text: str, limit: int) -> Any:
     if len(text) > limit // 4 and len(text.encode()) > limit:
         raise LimitExceeded(f"message is over max_frame_bytes ({limit})", limit=FRAME_LIMIT)
     try:
-        return _decode_json_text(text)
+        value = _decode_json_text(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"malformed JSON message: {exc}") from None
+    codec.refuse_lone_surrogates(value, text, "message")  # wsproto checked the frame is UTF-8
+    return value
 
 
 def _not_json(constant: str) -> Any:

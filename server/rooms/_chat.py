@@ -9,8 +9,10 @@ Protocol (WebSocket ``/chat/{room}``, JSON text frames; the benchmark contract):
   a message that a crash could lose.
 - a malformed frame gets ``{"type": "error", "message": ...}`` back and changes nothing.
 
-Limits: ``MAX_USER_CHARS`` and ``MAX_TEXT_CHARS``. Messages are kept in the room's own SQLite table
-``messages`` (every message, not only the last 50; ``history(limit)`` reads back any page).
+Limits: ``MAX_USER_CHARS`` and ``MAX_TEXT_CHARS``; ``ts`` is a finite number, an integer one within
+``MAX_SAFE_TS`` (what a browser's number holds exactly, and the room's table stores). Messages are
+kept in the room's own SQLite table ``messages`` (every message, not only the last 50;
+``history(limit)`` reads back any page).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 HISTORY_MESSAGES: Final = 50
 MAX_USER_CHARS: Final = 64
 MAX_TEXT_CHARS: Final = 4096
+#: largest integer ``ts`` (JavaScript's Number.MAX_SAFE_INTEGER); floats need only be finite
+MAX_SAFE_TS: Final = 2**53 - 1
 
 
 class ChatRoom(DurableObject):
@@ -87,6 +91,10 @@ def _problem(data: Any) -> str | None:
         return f"user must be a non-empty string of at most {MAX_USER_CHARS} characters"
     if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
         return f"text must be a string of at most {MAX_TEXT_CHARS} characters"
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        return "ts must be a finite number"
+    # an int is checked by size before math.isfinite, which cannot convert one past a float's range
+    if isinstance(ts, bool) or not (
+        (isinstance(ts, int) and -MAX_SAFE_TS <= ts <= MAX_SAFE_TS)
+        or (isinstance(ts, float) and math.isfinite(ts))
+    ):
+        return f"ts must be a finite number (an integer within ±{MAX_SAFE_TS})"
     return None

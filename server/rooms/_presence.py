@@ -98,6 +98,14 @@ def _join_problem(data: dict[str, Any]) -> str | None:
         return f"user must be a non-empty string of at most {MAX_USER_CHARS} characters"
     if meta is not None and not isinstance(meta, dict):
         return "meta must be an object"
-    if meta and len(json.dumps(meta)) > MAX_META_BYTES:
-        return f"meta must be at most {MAX_META_BYTES} bytes of JSON"
+    if meta:
+        try:  # every member may read it as JSON: no bytes (a CBOR client's), NaN or infinity
+            size = len(_strict_json(meta))
+        except (TypeError, ValueError):
+            return "meta must be an object of JSON values (no bytes, NaN or infinity)"
+        if size > MAX_META_BYTES:
+            return f"meta must be at most {MAX_META_BYTES} bytes of JSON"
     return None
+
+
+_strict_json = json.JSONEncoder(allow_nan=False).encode

@@ -6,8 +6,10 @@ The real WebSocket routes are tested against a running node elsewhere; these pin
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import cbor2
 import trio
 
 from actors import App
@@ -21,12 +23,13 @@ APP = App([ChatRoom, Presence])
 class Client:
     """A SocketTransport that decodes what it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, binary: bool = False) -> None:
         self.frames: list[Any] = []
         self.closed: tuple[int, str] | None = None
+        self.binary = binary  # frames are CBOR (else JSON)
 
     def send_nowait(self, data: str | bytes) -> None:
-        self.frames.append(json.loads(data))
+        self.frames.append(cbor2.loads(data) if self.binary else json.loads(data))
 
     def close_nowait(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -115,3 +118,39 @@ async def test_presence_drops_a_member_that_stops_heartbeating_after_the_timeout
         assert trio.current_time() - started == 40
         assert HEARTBEAT_TIMEOUT_SECONDS == 30
         assert [m["user"] for m in await t.get("Presence", "p").members()] == ["ann"]
+
+
+#### Found by the fuzzers (tests/server/test_rooms_fuzz.py): each was a crash of the room's code (a
+#### UserError frame) or a frame a browser cannot read; each is now the room's own error frame
+
+
+async def test_a_chat_ts_past_the_safe_integers_gets_an_error_frame(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        room, hub = t.id("ChatRoom", "lobby"), t.runtime.sockets
+        client = Client()
+        ws = await hub.connect(room, client)
+        # 10**400 broke math.isfinite, 2**64 the INSERT into the room's table
+        for ts in (10**400, 2**64, -(2**63) - 1, 2**53):
+            await hub.receive(room, ws, {"user": "ann", "text": "x", "ts": ts})
+        await hub.receive(room, ws, {"user": "ann", "text": "x", "ts": 2**53 - 1})
+        errors = [frame for frame in client.frames if frame.get("type") == "error"]
+        assert [e["message"] for e in errors] == [
+            "ts must be a finite number (an integer within ±9007199254740991)"
+        ] * 4
+        assert client.frames[-1] == {"user": "ann", "text": "x", "ts": 2**53 - 1, "seq": 1}
+
+
+async def test_presence_meta_that_is_not_json_gets_an_error_frame(tmp_path):
+    async with open_test_runtime(APP, tmp_path) as t:
+        room, hub = t.id("Presence", "p"), t.runtime.sockets
+        cbor_client, json_member = Client(binary=True), Client()
+        ws = await hub.connect(room, cbor_client, binary=True)
+        member_ws = await hub.connect(room, json_member)
+        await hub.receive(room, member_ws, {"type": "join", "user": "bob"})
+        # bytes broke json.dumps; NaN and infinity went out to JSON members as "NaN" and "Infinity"
+        for value in (b"\x00", math.nan, math.inf):
+            await hub.receive(room, ws, {"type": "join", "user": "ann", "meta": {"x": value}})
+        assert cbor_client.frames == [
+            {"type": "error", "message": "meta must be an object of JSON values (no bytes, NaN or infinity)"}
+        ] * 3
+        assert [frame["type"] for frame in json_member.frames] == ["state", "join"]  # bob's own

@@ -115,6 +115,14 @@ async def test_a_body_nested_50000_levels_deep_is_400_naming_the_nesting_limit(
     assert (await fetch(node.url, "GET", f"/counter/{unique}")).json() == {"value": 0}
 
 
+async def test_a_json_string_that_is_not_text_is_400(node: Node, unique: str) -> None:
+    # a lone surrogate (found by the fuzzers) reached objects, which could neither store nor send it
+    body = b'{"args": ["\\ud800"]}'
+    reply = await fetch(node.url, "POST", f"/v1/objects/Probe/{unique}/echo", body=body)
+    assert (reply.status, error_of(reply)["type"]) == (400, "InvalidArgument")
+    assert str(error_of(reply)["message"]).startswith("malformed JSON body: a string holds a lone surrogate")
+
+
 async def test_invalid_utf8_in_the_path_is_400(node: Node) -> None:
     reply = await fetch(node.url, "GET", "/counter/%ff")
     assert (reply.status, error_of(reply)["type"]) == (400, "InvalidArgument")
