@@ -524,6 +524,10 @@ class Runtime:
             activation.request_eviction("forced")
             await activation.evicted.wait()
 
+    def count_objects(self) -> int:
+        """Objects with storage on this node (a count of the catalog; no object is woken)."""
+        return self.catalog.count()
+
     def statistics(self) -> RuntimeStatistics:
         queues = [len(a.queue) for a in self.table.live.values()]
         return RuntimeStatistics(

@@ -44,7 +44,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
-__all__ = ["DEFAULT_URL", "add_objects_parser", "run"]
+__all__ = [
+    "DEFAULT_URL", "Failure", "Node", "RemoteError", "add_objects_parser", "connection_options",
+    "node_from_args", "run",
+]  # fmt: skip
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: seconds any one connect, send or receive may take
@@ -57,29 +60,29 @@ _CHUNK = 1 << 16
 EXIT_OK, EXIT_LOCAL, EXIT_USAGE, EXIT_REMOTE, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
-class _Failure(Exception):
+class Failure(Exception):
     exit_status = EXIT_LOCAL
 
 
-class _Usage(_Failure):
+class _Usage(Failure):
     exit_status = EXIT_USAGE
 
 
-class _RemoteError(_Failure):
+class RemoteError(Failure):
     """The node answered, with an error or with something that is not the reply it should send."""
 
     exit_status = EXIT_REMOTE
 
 
-class _Unreachable(_Failure):
+class _Unreachable(Failure):
     exit_status = EXIT_UNREACHABLE
 
 
 #### Command line
 
 
-def add_objects_parser(commands: Any) -> None:
-    """Add ``objects`` and its verbs to the ``actors`` sub-command parsers ``commands``."""
+def connection_options() -> argparse.ArgumentParser:
+    """``--url``, ``--token`` and ``--timeout``, as a parent parser (``objects``, ``cluster``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the node (env ACTORS_URL; default {DEFAULT_URL})")
     common.add_argument(
@@ -92,6 +95,21 @@ def add_objects_parser(commands: Any) -> None:
         metavar="SECONDS",
         help=f"bound on each connect, send and receive (default {DEFAULT_TIMEOUT:g})",
     )
+    return common
+
+
+def node_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Node:
+    """The node ``--url`` (or ACTORS_URL) names, with the token and timeout (raises Failure)."""
+    return Node.from_url(
+        args.url or environ.get("ACTORS_URL") or DEFAULT_URL,
+        token=args.token or environ.get("ACTORS_TOKEN") or None,
+        timeout=args.timeout,
+    )
+
+
+def add_objects_parser(commands: Any) -> None:
+    """Add ``objects`` and its verbs to the ``actors`` sub-command parsers ``commands``."""
+    common = connection_options()
     objects = commands.add_parser(
         "objects",
         help="list, export or delete objects on a running node",
@@ -153,11 +171,7 @@ def _page_size(text: str) -> int:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run the parsed ``objects`` verb; returns the exit status (see the module docstring)."""
     try:
-        node = _Node.from_url(
-            args.url or environ.get("ACTORS_URL") or DEFAULT_URL,
-            token=args.token or environ.get("ACTORS_TOKEN") or None,
-            timeout=args.timeout,
-        )
+        node = node_from_args(args, environ)
         if args.verb == "list":
             list_objects(
                 node,
@@ -173,7 +187,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         else:
             delete_object(node, args.cls, args.name)
         sys.stdout.flush()
-    except _Failure as failure:
+    except Failure as failure:
         print(f"actors objects {args.verb}: {failure}", file=sys.stderr)
         return failure.exit_status
     except BrokenPipeError:  # the reader went away (``| head``); do not fail again at exit
@@ -186,7 +200,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def list_objects(
-    node: _Node,
+    node: Node,
     out: IO[str],
     *,
     cls: str | None = None,
@@ -221,7 +235,7 @@ def list_objects(
         if next_cursor is None:
             break
         if next_cursor == cursor:
-            raise _RemoteError("the node returned the same cursor twice; stopping")
+            raise RemoteError("the node returned the same cursor twice; stopping")
         cursor = next_cursor
     return printed
 
@@ -230,9 +244,9 @@ def _page(page: Any) -> tuple[list[dict[str, Any]], str | None]:
     objects = page.get("objects") if isinstance(page, dict) else None
     cursor = page.get("cursor") if isinstance(page, dict) else None
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
-        raise _RemoteError('the listing has no "objects" list')
+        raise RemoteError('the listing has no "objects" list')
     if cursor is not None and not isinstance(cursor, str):
-        raise _RemoteError('the listing\'s "cursor" is not a string')
+        raise RemoteError('the listing\'s "cursor" is not a string')
     return objects, cursor
 
 
@@ -249,13 +263,13 @@ def _cell(value: Any) -> str:
     return text if text.isprintable() and text else json.dumps(text)
 
 
-def export_object(node: _Node, cls: str, name: str, output: str) -> int:
+def export_object(node: Node, cls: str, name: str, output: str) -> int:
     """Download the object's snapshot to ``output`` (``-``: stdout); returns its size in bytes."""
     path = _object_path(cls, name) + "/export"
     with node.open("GET", path) as response:
         content_type = (response.getheader("content-type") or "").split(";")[0].strip()
         if content_type != SQLITE:
-            raise _RemoteError(f"expected {SQLITE}, got {content_type or 'no content type'}")
+            raise RemoteError(f"expected {SQLITE}, got {content_type or 'no content type'}")
         if output == "-":
             size = _copy(response, sys.stdout.buffer)
             sys.stdout.buffer.flush()
@@ -289,11 +303,11 @@ def _copy(response: http.client.HTTPResponse, file: IO[bytes]) -> int:
     return size
 
 
-def delete_object(node: _Node, cls: str, name: str) -> None:
+def delete_object(node: Node, cls: str, name: str) -> None:
     """Delete all of the object's storage (nothing to delete is not an error)."""
     reply = node.json("DELETE", _object_path(cls, name))
     if reply != {"deleted": True}:
-        raise _RemoteError(f"unexpected reply {reply!r}")
+        raise RemoteError(f"unexpected reply {reply!r}")
     print(f"deleted {cls}/{name}")
 
 
@@ -305,13 +319,13 @@ def _object_path(cls: str, name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Node:
+class Node:
     url: SplitResult  # scheme and host of the node, and the path it is served under
     token: str | None
     timeout: float
 
     @classmethod
-    def from_url(cls, url: str, *, token: str | None, timeout: float) -> _Node:
+    def from_url(cls, url: str, *, token: str | None, timeout: float) -> Node:
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018  # a bad port raises here, not at the first request
@@ -325,7 +339,7 @@ class _Node:
 
     @contextmanager
     def open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
-        """The response to one request, if it is a 2xx; _RemoteError or _Unreachable otherwise.
+        """The response to one request, if it is a 2xx; RemoteError or _Unreachable otherwise.
 
         A 307 from a node of a cluster (an export asked of a node that does not own the object) is
         followed once, to the owner it names, with the same token.
@@ -337,16 +351,16 @@ class _Node:
                 return
         owner = urlsplit(location)
         if owner.scheme not in ("http", "https") or not owner.hostname:
-            raise _RemoteError(f"the node redirected to {location!r}, which is not a node URL")
-        target = _Node(owner._replace(path="", query=""), self.token, self.timeout)
+            raise RemoteError(f"the node redirected to {location!r}, which is not a node URL")
+        target = Node(owner._replace(path="", query=""), self.token, self.timeout)
         with target._open(method, owner.path + (f"?{owner.query}" if owner.query else "")) as response:
             if response.status == 307:
-                raise _RemoteError(f"the owner at {location} redirected again; stopping")
+                raise RemoteError(f"the owner at {location} redirected again; stopping")
             yield response
 
     @contextmanager
     def _open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
-        """One request; its response if it is a 2xx or a 307, else _RemoteError or _Unreachable."""
+        """One request; its response if it is a 2xx or a 307, else RemoteError or _Unreachable."""
         host, port = self.url.hostname, self.url.port
         assert host is not None
         connection: http.client.HTTPConnection
@@ -366,7 +380,7 @@ class _Node:
             if not 200 <= response.status < 300 and response.status != 307:
                 with _network(f"{where} dropped the connection"):
                     body = response.read()
-                raise _RemoteError(_describe_error(response, body))
+                raise RemoteError(_describe_error(response, body))
             yield response
         finally:
             connection.close()
@@ -377,7 +391,7 @@ class _Node:
         try:
             return json.loads(body)
         except ValueError:
-            raise _RemoteError(f"the reply to {method} {path} is not JSON") from None
+            raise RemoteError(f"the reply to {method} {path} is not JSON") from None
 
 
 def _describe_error(response: http.client.HTTPResponse, body: bytes) -> str:
@@ -402,4 +416,4 @@ def _local(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise _Failure(f"{what}: {exc}") from None
+        raise Failure(f"{what}: {exc}") from None

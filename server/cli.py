@@ -34,7 +34,7 @@ import trio
 from actors import Durability
 from client import cli as client_cli
 
-from . import admin_cli, serve
+from . import admin_cli, cluster_cli, serve
 from .cluster import ClusterFileError, Membership, load_membership, local
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
@@ -111,6 +111,10 @@ _OPTIONS = (
     _Option("commit_hold", float, "seconds a batch may wait for more calls on a busy node (0: never)"),
     _Option("max_body_bytes", int, "largest request body before 413"),
     _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
+    _Option("max_send_queue_bytes", int, "bytes queued for a WebSocket client that reads too slowly before close 1013"),
+    _Option("keep_alive_timeout", float, "seconds a connection may go without a request's headers (idle or slowloris)"),
+    _Option("max_header_bytes", int, "largest HTTP/1.1 request line and headers before 431"),
+    _Option("send_timeout", float, "seconds sent data may stay unacknowledged before the connection is aborted"),
     _Option("ratelimit_limit", int, "burst of each /ratelimit/{key} token bucket"),
     _Option("ratelimit_period", float, "seconds to refill a whole /ratelimit/{key} bucket"),
     _Option(
@@ -176,6 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
             )
     _add_demo_parser(commands)
     admin_cli.add_objects_parser(commands)
+    cluster_cli.add_cluster_parser(commands)
     client_cli.add_parsers(commands)
     return parser
 
@@ -293,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin_cli.run(args, os.environ)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "cluster":
+        return cluster_cli.run(args, os.environ)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args, os.environ)
     if args.command != "serve":

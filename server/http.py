@@ -10,6 +10,8 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
     GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null,
                                                  "unavailable": [{"node", "error"}]}  (whole cluster)
     GET  /v1/cluster                            {"epoch", "nodes": [{"node", "url", "up"}], "self", ...}
+    GET  /v1/cluster/nodes                      {"epoch", "self", "nodes": [{"node", "url", "up",
+                                                 "objects", "live_objects"} | {..., "error"}]}
     GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3);
                                                 307 to the owner's URL when another node owns it
     DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}
@@ -82,6 +84,7 @@ class HandlerContext(Protocol):
     cluster: ClusterMap
     router: Cluster | None
     node_name: str
+    url: str
 
     @property
     def ready(self) -> bool: ...
@@ -231,6 +234,12 @@ def _parse_limit(raw: str | None) -> int:
     return limit
 
 
+async def cluster_nodes(node: HandlerContext, request: Request) -> Reply:
+    """Every member with its liveness (as this node sees it) and its objects (``actors cluster nodes``)."""
+    nodes = await operations.cluster_nodes(node)
+    return _json(node, request, {"epoch": node.cluster.epoch, "self": node.node_name, "nodes": nodes})
+
+
 async def cluster_map(node: HandlerContext, request: Request) -> Reply:
     """The cluster as the SDK sees it (the same map as the wire protocol's Welcome frame)."""
     cluster, router = node.cluster, node.router
@@ -326,6 +335,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
     Route("GET", ("v1", "objects"), list_objects),
     Route("GET", ("v1", "cluster"), cluster_map),
+    Route("GET", ("v1", "cluster", "nodes"), cluster_nodes),
     Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object),
     Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object),
     Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),

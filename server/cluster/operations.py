@@ -11,7 +11,7 @@ Guarantees
 - A delete runs on the object's owner (forwarded over the node link like a call).
 
 Peers ask each other through the link as Calls of class ``""`` (never a user class): the method
-names the operation (``list_objects``, ``delete_object``) and its keyword arguments carry the rest.
+names the operation (``list_objects``, ``delete_object``, ``stats``) and its keyword arguments carry the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from actors.errors import ActorError, InvalidArgument
 if TYPE_CHECKING:
     from ..http import HandlerContext as Node
 
-__all__ = ["delete_object", "list_cluster", "list_local", "node_operation"]
+__all__ = ["cluster_nodes", "delete_object", "list_cluster", "list_local", "local_stats", "node_operation"]
 
 #: seconds a node waits for a peer's page before naming it unavailable
 PEER_LIST_TIMEOUT_SECONDS = 10.0
@@ -80,6 +80,35 @@ async def list_cluster(
     return entries[:limit], len(entries) > limit, unavailable
 
 
+def local_stats(node: Node) -> dict[str, int]:
+    """This node's share: objects with storage (the catalog) and objects in memory."""
+    return {"objects": node.runtime.count_objects(), "live_objects": node.runtime.statistics().live_objects}
+
+
+async def cluster_nodes(node: Node) -> list[dict[str, Any]]:
+    """Every member: id, URL, whether this node's link to it is up, and its objects (or ``error``)."""
+    router = node.router
+    me = {"node": node.node_name, "url": node.url, "up": True, **local_stats(node)}
+    if router is None:
+        return [me]
+    rows = {node.node_name: me}
+
+    async def ask(peer: str) -> None:
+        link = router.links[peer]
+        row: dict[str, Any] = {"node": peer, "url": link.peer.url, "up": link.up}
+        try:
+            with trio.fail_after(PEER_LIST_TIMEOUT_SECONDS):
+                row.update(await link.call("", "", "stats", (), {}))
+        except (ActorError, trio.TooSlowError) as exc:
+            row["error"] = exc.message if isinstance(exc, ActorError) else "no answer in time"
+        rows[peer] = row
+
+    async with trio.open_nursery() as nursery:
+        for peer in router.links:
+            nursery.start_soon(ask, peer)
+    return [rows[m.id] for m in router.membership.members]
+
+
 async def delete_object(node: Node, cls: str, name: str) -> None:
     """Delete the object's storage on whichever node owns it."""
     object_id = node.runtime.app.id_from_name(cls, name)  # UnknownClass before anything is sent
@@ -104,6 +133,8 @@ async def node_operation(node: Node, operation: str, kwargs: dict[str, Any]) -> 
         if not all(value is None or type(value) is str for value in (cls, prefix)):
             raise InvalidArgument("list_objects: cls and prefix must be strings or null")
         return list_local(node, cls, prefix, limit, cursor)
+    if operation == "stats":
+        return local_stats(node)
     if operation == "delete_object":
         object_id = node.runtime.app.id_from_name(str(kwargs.get("cls")), str(kwargs.get("name")))
         if node.router is not None and node.router.link_for(object_id) is not None:

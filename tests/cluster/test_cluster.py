@@ -283,3 +283,36 @@ async def test_actors_objects_lists_the_cluster_from_any_node_and_export_follows
     )
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "x.sqlite3").read_bytes().startswith(b"SQLite format 3\0")
+
+
+async def test_actors_cluster_nodes_lists_every_member_with_its_objects(
+    cluster: list[Node], unique: str, tmp_path: Path
+):
+    import subprocess
+    import sys
+
+    from tests.server.nodes import ENV
+
+    before = (await fetch(cluster[0].url, "GET", "/v1/cluster/nodes")).json()
+    [name] = names_owned_by(cluster, "n2", "Counter", f"count-{unique}", 1)
+    await fetch(cluster[0].url, "POST", f"/counter/{name}/increment")
+    after = (await fetch(cluster[2].url, "GET", "/v1/cluster/nodes")).json()
+    assert (after["epoch"], after["self"]) == (1, "n3")
+    assert [(n["node"], n["up"]) for n in after["nodes"]] == [(i, True) for i in IDS]
+    grew = {
+        n["node"]: n["objects"] - b["objects"] for n, b in zip(after["nodes"], before["nodes"], strict=True)
+    }
+    assert grew["n2"] >= 1  # other tests of the module may add objects at the same time; none remove
+
+    def cli() -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-m", "server.cli", "cluster", "nodes", "--url", cluster[1].url]
+        return subprocess.run(argv, capture_output=True, env=ENV, cwd=tmp_path, timeout=60, check=False)
+
+    done = await in_thread(cli, timeout=60)
+    assert (done.returncode, done.stderr) == (0, b"")
+    *rows, epoch = [line.split("\t") for line in done.stdout.decode().splitlines()]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (i, n.url, "up") for i, n in zip(IDS, cluster, strict=True)
+    ]
+    assert all(row[3].isdigit() and row[4].isdigit() for row in rows)
+    assert epoch == ["epoch", "1"]

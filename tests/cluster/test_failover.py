@@ -95,6 +95,12 @@ async def test_sigkill_fails_only_the_dead_nodes_objects_fast_and_loses_no_ackno
             assert (node, name in doomed) == ("n3", True)
             assert took < FAIL_FAST_BOUND
 
+        seen = (await fetch(cluster.url("n1"), "GET", "/v1/cluster/nodes")).json()["nodes"]
+        assert [(n["node"], n["up"], "error" in n) for n in seen] == [
+            ("n1", True, False), ("n2", True, False), ("n3", False, True)
+        ]  # fmt: skip
+        listing = (await fetch(cluster.url("n2"), "GET", "/v1/objects?class=Counter")).json()
+        assert [u["node"] for u in listing["unavailable"]] == ["n3"]  # named, not silently skipped
         await cluster.start("n3")
         await wait_all_up(list(cluster.nodes.values()))
         for name in doomed + safe:
