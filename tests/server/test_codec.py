@@ -19,6 +19,7 @@ from server import codec
 from server.errors import NotAcceptable, status_of
 from server.websocket import _decode_cbor, _decode_json
 
+from ..fuzz import require_text
 from ..fuzz.strategies import FUZZ, cbor_values, json_values, nested, room_messages, tagged_cbor
 
 
@@ -74,23 +75,11 @@ def value_or_4xx(decode: Callable[[], Any]) -> Any:
     except ActorError as exc:
         refused = exc
     else:
-        assert_text(value)
+        require_text(value)
         return value
     assert 400 <= status_of(refused) < 500, refused
     assert refused.message
     return None
-
-
-def assert_text(value: Any) -> None:
-    if isinstance(value, str):
-        value.encode()  # UnicodeEncodeError for a lone surrogate
-    elif isinstance(value, list):
-        for item in value:
-            assert_text(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            assert_text(key)
-            assert_text(item)
 
 
 def call_keys(values: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[Any]]:
