@@ -36,6 +36,7 @@ from .cluster import Cluster, Membership, load_membership
 from .config import Config
 from .metrics import Metrics
 from .rooms import rooms_app
+from .transport import hypercorn_config
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -158,7 +159,7 @@ def load_app(spec: str | None, *, rooms: App | None = None) -> App:
 
 
 def _hypercorn_config(config: Config) -> HypercornConfig:
-    hypercorn = HypercornConfig()
+    hypercorn = hypercorn_config(config)  # the bounds on slow and abusive clients (transport.py)
     hypercorn.bind = [config.bind]
     if config.shared_port is not None:
         hypercorn.bind.append(f"fd://{_shared_socket(config.host, config.shared_port)}")

@@ -111,10 +111,10 @@ _OPTIONS = (
     _Option("commit_hold", float, "seconds a batch may wait for more calls on a busy node (0: never)"),
     _Option("max_body_bytes", int, "largest request body before 413"),
     _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
-    _Option("max_send_queue_bytes", int, "bytes queued for a WebSocket client that reads too slowly before close 1013"),
-    _Option("keep_alive_timeout", float, "seconds a connection may go without a request's headers (idle or slowloris)"),
+    _Option("max_send_queue_bytes", int, "bytes waiting for a slow WebSocket reader before close 1013"),
+    _Option("keep_alive_timeout", float, "seconds a connection may go without a request's headers"),
     _Option("max_header_bytes", int, "largest HTTP/1.1 request line and headers before 431"),
-    _Option("send_timeout", float, "seconds sent data may stay unacknowledged before the connection is aborted"),
+    _Option("send_timeout", float, "seconds a client may leave sent data unacknowledged, then cut off"),
     _Option("ratelimit_limit", int, "burst of each /ratelimit/{key} token bucket"),
     _Option("ratelimit_period", float, "seconds to refill a whole /ratelimit/{key} bucket"),
     _Option(

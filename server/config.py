@@ -29,6 +29,9 @@ MAX_WORKERS = 64
 #: bytes of UTF-8 a node name may have (the label limit of the wire protocol's Welcome frame)
 MAX_NODE_NAME_BYTES = 256
 
+#: TCP_USER_TIMEOUT is an unsigned int of milliseconds (Linux takes up to INT_MAX)
+_MAX_SEND_TIMEOUT = (2**31 - 1) / 1000
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -76,6 +79,18 @@ class Config:
     #: largest WebSocket message, reassembled and decompressed; a larger one closes the socket with
     #: 1009 (Cloudflare allows 32 MiB; ours is smaller because a message is buffered whole)
     max_frame_bytes: int = 1024 * 1024
+    #: bytes (characters, for text frames) of frames that may wait for one WebSocket client; past it
+    #: the client reads too slowly and is closed with 1013 (and past ``MAX_SEND_QUEUE_FRAMES`` frames)
+    max_send_queue_bytes: int = 8 * 1024 * 1024
+    #: seconds a connection may go without a whole request's headers, idle between requests
+    #: (keep-alive) or sending them (a slowloris client); then it is closed (hypercorn's own timer)
+    keep_alive_timeout: float = 5.0
+    #: largest request line and headers of an HTTP/1.1 request; past it 431 and the connection closes
+    max_header_bytes: int = 16 * 1024
+    #: seconds data the node sent may stay unacknowledged, or unsent because the client's window is
+    #: closed (a client that stopped reading), before the connection is aborted (Linux's
+    #: TCP_USER_TIMEOUT; not enforced on other systems)
+    send_timeout: float = 60.0
     #: one of LOG_LEVELS
     log_level: str = "info"
     #: one of LOG_FORMATS: ``text`` (key=value) or ``json`` (one JSON object per line)
@@ -116,6 +131,12 @@ class Config:
             raise ValueError("auth_token must not be empty (leave it unset to disable auth)")
         if self.max_frame_bytes < 1:
             raise ValueError("max_frame_bytes must be at least 1")
+        if self.max_send_queue_bytes < 1 or self.max_header_bytes < 1:
+            raise ValueError("max_send_queue_bytes and max_header_bytes must be at least 1")
+        if not 0 < self.keep_alive_timeout < float("inf"):
+            raise ValueError("keep_alive_timeout must be a positive number of seconds")
+        if not 0.001 <= self.send_timeout <= _MAX_SEND_TIMEOUT:
+            raise ValueError(f"send_timeout must be 0.001 to {_MAX_SEND_TIMEOUT:g} seconds")
         if isinstance(self.allowed_origins, str):
             raise TypeError("allowed_origins must be a tuple of origins (see parse_origins)")
         for origin in self.allowed_origins:

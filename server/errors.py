@@ -41,7 +41,8 @@ stays open) or closes the socket with the code of ``close_code_of`` (``_CLOSE_CO
       1011  UserError, ActivationFailed: ``on_connect`` (or ``on_start``) raised; CallTimeout,
             ObjectReset, InternalError while connecting (``/v1/connect``: a failure of the node's own)
       1013  LimitExceeded ``MAX_SOCKETS_PER_OBJECT``; Overloaded while connecting; LimitExceeded
-            ``MAX_SEND_QUEUE_FRAMES`` (the client reads too slowly; see ``websocket.py``)
+            ``MAX_SEND_QUEUE_FRAMES`` or ``max_send_queue_bytes`` (the client reads too slowly;
+            see ``websocket.py``)
       4400  InvalidArgument and every other CallerError (a bad name, a name over a limit);
             ``/v1/connect``: a malformed message or no protocol version in common
       4408  ``/v1/connect`` only: no Hello within ``rpc.HELLO_TIMEOUT_SECONDS`` of the accept
@@ -77,6 +78,7 @@ from actors.errors import (
 __all__ = [
     "BODY_LIMIT",
     "FRAME_LIMIT",
+    "SEND_QUEUE_BYTES_LIMIT",
     "SEND_QUEUE_LIMIT",
     "Forbidden",
     "MethodNotAllowed",
@@ -100,6 +102,8 @@ BODY_LIMIT = "max_body_bytes"
 FRAME_LIMIT = "max_frame_bytes"
 #: the ``limit`` named when a socket's send queue is full (``websocket.MAX_SEND_QUEUE_FRAMES``)
 SEND_QUEUE_LIMIT = "MAX_SEND_QUEUE_FRAMES"
+#: the ``limit`` named when a socket's send queue holds too many bytes (``Config.max_send_queue_bytes``)
+SEND_QUEUE_BYTES_LIMIT = "max_send_queue_bytes"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -230,6 +234,7 @@ _LIMIT_CLOSE_CODES: dict[str, int] = {
     FRAME_LIMIT: 1009,
     "MAX_SOCKETS_PER_OBJECT": 1013,
     SEND_QUEUE_LIMIT: 1013,
+    SEND_QUEUE_BYTES_LIMIT: 1013,
 }
 
 #: bytes of UTF-8 a close frame's reason can carry (RFC 6455: 125-byte payload, 2 for the code)

@@ -48,8 +48,11 @@ Guarantees
   that error. Either way the socket stays open.
 - Limits: a message over ``Config.max_frame_bytes`` closes the socket with 1009 (hypercorn enforces it
   while reassembling, so a larger message is never held whole). At most ``MAX_SEND_QUEUE_FRAMES``
-  frames wait for one client; a client that falls further behind is closed with 1013 and its queued
-  frames are dropped, so one slow reader costs bounded memory and never holds up its object.
+  frames of at most ``Config.max_send_queue_bytes`` in all wait for one client (one frame alone may
+  be larger); a client that falls further behind is closed with 1013 and its queued frames are
+  dropped, so one slow reader costs bounded memory and never holds up its object. A client that
+  stopped reading altogether cannot take even the close: the kernel aborts its connection once
+  what was sent stays unacknowledged for ``Config.send_timeout`` (``transport.py``).
 - ``runtime.sockets.disconnect`` runs exactly once for every socket that ``connect`` registered: when
   the client closes, when the connection drops, or when a close the node started completes or
   times out (``CLOSE_TIMEOUT_SECONDS``).
@@ -66,9 +69,9 @@ TODO(perf): start the writer task only while frames wait, and let it exit after 
 
 XX: hypercorn 0.18 reports every close the client started as 1006 (pgjones/hypercorn#127), losing
 the client's code. ``on_close`` gets the node's own code when the node closed, else 1006.
-XX: hypercorn shields its socket writes. A client that stops reading altogether keeps its writer
-blocked until TCP gives up; the object forgets the socket after ``CLOSE_TIMEOUT_SECONDS`` all the
-same, but the connection's memory is held until then.
+XX: hypercorn shields its socket writes, so a writer blocked on a client that stopped reading
+cannot be cancelled: the object forgets the socket after ``CLOSE_TIMEOUT_SECONDS``, and the
+connection's memory is held until ``Config.send_timeout`` has the kernel abort it.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ from .cluster.relay import RELAYED_BY_HEADER, Relay
 from .config import normalize_origin
 from .errors import (
     FRAME_LIMIT,
+    SEND_QUEUE_BYTES_LIMIT,
     SEND_QUEUE_LIMIT,
     Forbidden,
     NotFound,
@@ -229,7 +233,7 @@ class WebSockets:
             await self._relay(owner, route_name, scope, receive, send)
             return
         # No checkpoint since the draining check: close_all cannot miss this connection.
-        connection = _Connection(send, handshake.binary, self.metrics)
+        connection = _Connection(send, handshake.binary, self.metrics, self.config.max_send_queue_bytes)
         self._connections.add(connection)
         try:
             await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
@@ -444,16 +448,19 @@ class _Connection:
     """
 
     __slots__ = (
-        "_deadline", "_parked", "_pending", "_queue", "_scope", "_send", "binary", "close_code",
-        "close_reason", "metrics",
+        "_deadline", "_max_bytes", "_parked", "_pending", "_pending_bytes", "_queue", "_scope", "_send",
+        "binary", "close_code", "close_reason", "metrics",
     )  # fmt: skip
 
-    def __init__(self, send: Send, binary: bool, metrics: Metrics) -> None:
+    def __init__(self, send: Send, binary: bool, metrics: Metrics, max_bytes: int) -> None:
         self._send = send
         #: frames not yet taken by the writer (a list the writer swaps out: cheaper than a deque idle)
         self._queue: list[str | bytes] = []
-        #: frames queued and not yet written (the queue plus the writer's batch)
+        #: frames queued and not yet written (the queue plus the writer's batch), and their size
+        #: (characters for text frames); both 0 once the backlog is dropped
         self._pending = 0
+        self._pending_bytes = 0
+        self._max_bytes = max_bytes
         #: the writer, while it waits for a frame
         self._parked: trio.lowlevel.Task | None = None
         #: the connection's cancel scope, once it runs; a close started sets its deadline
@@ -473,17 +480,24 @@ class _Connection:
     def send_nowait(self, data: str | bytes) -> None:
         if self.close_code is not None:
             return
+        size = len(data)
         if self._pending >= MAX_SEND_QUEUE_FRAMES:
-            self._queue = []  # the client cannot keep up: drop the backlog (the writer drops its batch)
-            self._pending = 0
-            error = LimitExceeded(
-                f"the client fell {MAX_SEND_QUEUE_FRAMES} frames behind", limit=SEND_QUEUE_LIMIT
-            )
-            self.close_nowait(close_code_of(error), error.message)
+            self._fell_behind(f"{MAX_SEND_QUEUE_FRAMES} frames", SEND_QUEUE_LIMIT)
+            return
+        if self._pending and self._pending_bytes + size > self._max_bytes:
+            self._fell_behind(f"{self._pending_bytes + size} bytes", SEND_QUEUE_BYTES_LIMIT)
             return
         self._queue.append(data)
         self._pending += 1
+        self._pending_bytes += size
         self._wake()
+
+    def _fell_behind(self, how_far: str, limit: str) -> None:
+        """The client cannot keep up: drop the backlog (the writer drops its batch) and close."""
+        self._queue = []
+        self._pending = self._pending_bytes = 0
+        error = LimitExceeded(f"the client fell {how_far} behind", limit=limit)
+        self.close_nowait(close_code_of(error), error.message)
 
     def close_nowait(self, code: int, reason: str) -> None:
         if self.close_code is not None:
@@ -515,12 +529,14 @@ class _Connection:
                 batch, self._queue = self._queue, []
                 for data in batch:
                     if self._pending == 0:
-                        break  # dropped: the client fell too far behind
+                        break  # dropped (perhaps while the last send waited): the client fell behind
                     if type(data) is str:
                         await send({"type": "websocket.send", "text": data})
                     else:
                         await send({"type": "websocket.send", "bytes": data})
-                    self._pending -= 1
+                    if self._pending:
+                        self._pending -= 1
+                        self._pending_bytes -= len(data)
                     metrics.websocket_messages_out += 1
                 if self._queue:
                     continue

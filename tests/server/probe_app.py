@@ -89,6 +89,14 @@ class SocketProbe(DurableObject):
         count: int = self.storage.get("messages", 0)
         return count
 
+    async def flood(self, frames: int, size: int) -> int:
+        """Send ``frames`` binary frames of ``size`` bytes to every open socket; returns the sockets."""
+        sockets = self.sockets()
+        for _ in range(frames):
+            for ws in sockets:
+                ws.send(b"x" * size)
+        return len(sockets)
+
 
 app = example_app.merged(App([Probe, SocketProbe]))
 

@@ -16,7 +16,7 @@ from trio_websocket import ConnectionRejected
 
 from actors import errors
 from server.config import Config, normalize_origin, parse_origins
-from server.errors import FRAME_LIMIT, SEND_QUEUE_LIMIT, close_code_of, close_reason
+from server.errors import FRAME_LIMIT, SEND_QUEUE_BYTES_LIMIT, SEND_QUEUE_LIMIT, close_code_of, close_reason
 from server.websocket import match
 
 from .conftest import TOKEN
@@ -341,6 +341,7 @@ def test_each_error_closes_with_the_code_of_the_table() -> None:
         (errors.InternalError("x"), 1011),
         (errors.LimitExceeded("x", limit="MAX_SOCKETS_PER_OBJECT"), 1013),
         (errors.LimitExceeded("x", limit=SEND_QUEUE_LIMIT), 1013),
+        (errors.LimitExceeded("x", limit=SEND_QUEUE_BYTES_LIMIT), 1013),
         (errors.Overloaded("x", retry_after=1.0), 1013),
         (errors.InvalidArgument("x"), 4400),
         (errors.LimitExceeded("x", limit="MAX_OBJECT_NAME_BYTES"), 4400),
