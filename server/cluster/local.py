@@ -18,6 +18,11 @@ Guarantees
   node still running after ``STOP_TIMEOUT_SECONDS`` is killed. The parent exits 0 after a clean stop.
 - The cluster file the parent writes (``<data-dir>/cluster.toml``, mode 0600) holds the secret; it
   is rewritten at every start.
+
+XX: a WebSocket that the kernel hands to a worker which does not own its room is relayed, so each
+frame to it is written twice (BENCHMARKS.md: chat fan-out gains 1.25x from 2 workers, counters 1.65x).
+Passing the accepted socket to the owner worker (``SCM_RIGHTS``) would avoid that, but hypercorn has
+read the handshake by then: it would take replaying the request into the owner's server.
 """
 
 from __future__ import annotations
