@@ -6,12 +6,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.cluster import handshake
 from server.cluster.handshake import Auth, HandshakeRefused
 from server.cluster.membership import ClusterFileError, parse_membership
+from tests.fuzz.strategies import FUZZ, cbor_values
 from tests.server.nodes import ENV
+
+#: maps shaped like an auth message, with fields of any type (the interesting part of the space)
+_auth_like = st.fixed_dictionaries(
+    {"t": st.sampled_from(["auth", "challenge", "x"])},
+    optional={
+        "node": st.sampled_from(["n1", "n2", "n9"]) | cbor_values,
+        "epoch": st.integers() | cbor_values,
+        "digest": st.text(max_size=70) | cbor_values,
+        "nonce": st.binary(min_size=31, max_size=33) | cbor_values,
+        "mac": st.binary(min_size=31, max_size=33) | cbor_values,
+    },
+)
 
 GOOD = """
 secret = "a long random string, long enough"
@@ -133,3 +149,13 @@ def test_the_link_handshake_accepts_a_member_with_the_secret_and_refuses_everyth
 def test_the_acceptors_proof_is_not_the_dialers_replayed():
     args = (b"k" * 32, b"c" * 32, b"n" * 32, "n1", "n2", "d")
     assert handshake.accept_mac(*args) != handshake.dial_mac(*args)
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.builds(cbor2.dumps, cbor_values) | st.builds(cbor2.dumps, _auth_like))
+def test_any_bytes_to_the_link_handshake_are_a_proof_or_a_refusal(data: bytes) -> None:
+    """The node-to-node handshake frames (fuzzed): a valid proof, or HandshakeRefused, nothing else."""
+    acceptor = parse_membership(GOOD, "n1", {})
+    with pytest.raises(HandshakeRefused) as refused:  # no random message is a proof of the secret
+        handshake.verify_auth(acceptor, b"c" * 32, data)
+    assert refused.value.code in (handshake.AUTH_FAILED, handshake.MEMBERSHIP_DIFFERS)
