@@ -170,6 +170,12 @@ class Catalog:
             ).fetchall()
         return [_entry(row) for row in rows]  # type: ignore[arg-type]
 
+    def ids(self) -> tuple[str, ...]:
+        """The hex id of every object with storage, in no particular order."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM objects").fetchall()
+        return tuple(str(row[0]) for row in rows)
+
     def count(self) -> int:
         with self._lock:
             row: Any = self._conn.execute("SELECT count(*) FROM objects").fetchone()

@@ -524,6 +524,10 @@ class Runtime:
             activation.request_eviction("forced")
             await activation.evicted.wait()
 
+    def stored_ids(self) -> tuple[str, ...]:
+        """The hex id of every object with storage on this node (from the catalog; none is woken)."""
+        return self.catalog.ids()
+
     def count_objects(self) -> int:
         """Objects with storage on this node (a count of the catalog; no object is woken)."""
         return self.catalog.count()

@@ -73,6 +73,8 @@ async def serve(
     if membership is not None:
         cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
     async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
+        if cluster is not None:
+            cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
         node = Node(runtime, config, metrics, cluster)
         links = trio.CancelScope()
 

@@ -290,6 +290,13 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception an exception group from the node's nurseries stands for (or ``exc``)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console script; returns the exit status."""
     parser = _build_parser()
@@ -329,7 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_garbage_collector()
     try:
         trio.run(_serve_until_signalled, config, membership)
-    except Exception as exc:  # startup failures (port in use, bad --app) and bugs: log, exit 1
+    except Exception as exc:
+        mismatch = _leaf(exc)
+        if isinstance(mismatch, ClusterFileError):  # the stored objects do not match the membership
+            print(f"actors serve: {mismatch}", file=sys.stderr)
+            return 2
+        # startup failures (port in use, bad --app) and bugs: log, exit 1
         log.exception("could not serve", extra={"event": "failed", "error": repr(exc)})
         return 1
     return 0

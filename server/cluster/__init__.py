@@ -21,6 +21,7 @@ Guarantees of :class:`Cluster` (the router)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -66,6 +67,21 @@ class Cluster:
             f"under epoch {self.membership.epoch} node {owner} owns it; the call did not run",
             node=owner,
         )
+
+    def check_stored_objects(self, stored_ids: Iterable[str]) -> None:
+        """Refuse (ClusterFileError) to serve with a membership that places objects stored here on
+        other nodes: they would be served empty there, and written here by alarms. Membership
+        changes move objects with their files (the next issue); until then this check keeps them."""
+        owners = self.map.owner
+        foreign = [hex_id for hex_id in stored_ids if owners(hex_id)[0] != self.self_id]
+        if foreign:
+            example = foreign[0]
+            raise ClusterFileError(
+                f"this node ({self.self_id}) stores {len(foreign)} object(s) that the cluster file places "
+                f"on other nodes (e.g. id {example[:16]}... on {owners(example)[0]}): the membership "
+                "changed since they were written, and objects do not move between nodes yet. Start "
+                "with the cluster file they were written under."
+            )
 
     @property
     def reached(self) -> bool:

@@ -108,3 +108,34 @@ async def test_sigkill_fails_only_the_dead_nodes_objects_fast_and_loses_no_ackno
             assert reply.status == 200, reply.body
             final = reply.json()["value"]
             assert acknowledged[name] <= final <= acknowledged[name] + unknown[name], name
+
+
+async def test_a_node_refuses_to_start_with_a_membership_that_places_its_objects_elsewhere(tmp_path):
+    """Objects never get a second, empty life: a changed cluster file that would move stored objects
+    to another node stops the node at start (exit 2, one line), and the old file still works."""
+    from tests.server.nodes import ENV
+
+    from .processes import free_ports, node_command, write_cluster_file
+
+    async with open_cluster(tmp_path, 2) as cluster:
+        for i in range(40):
+            assert (
+                await fetch(cluster.url(f"n{1 + i % 2}"), "POST", f"/counter/c{i}/increment")
+            ).status == 200
+    grown = write_cluster_file(
+        tmp_path / "grown.toml", {**cluster.ports, "n3": free_ports(1)[0]}
+    )  # 40 names: some now land on n3
+    for node_id in ("n1", "n2"):
+        argv = node_command(tmp_path, node_id, cluster.ports[node_id], grown)
+        done = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, env=ENV, cwd=tmp_path, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.decode().strip().splitlines()[-1:]
+        assert f"this node ({node_id}) stores" in line
+        assert "on n3" in line
+        assert done.stdout == b""  # it never listened
+    async with open_cluster(tmp_path, 2) as again:  # the same ids (on new ports): the objects stay put
+        for i in range(40):
+            reply = await fetch(again.url(f"n{1 + i % 2}"), "GET", f"/counter/c{i}")
+            assert reply.json() == {"value": 1}
