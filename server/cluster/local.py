@@ -16,6 +16,8 @@ Guarantees
   workers; one line per node for the demo), so a script can wait for it.
 - SIGTERM or SIGINT to the parent drains every node (each gets SIGTERM and finishes its calls); a
   node still running after ``STOP_TIMEOUT_SECONDS`` is killed. The parent exits 0 after a clean stop.
+- A node that refuses its configuration (exit 2: e.g. ``--workers`` changed, so stored objects would
+  belong to other workers) is not restarted: every node is stopped and the parent exits 2.
 - The cluster file the parent writes (``<data-dir>/cluster.toml``, mode 0600) holds the secret; it
   is rewritten at every start.
 
@@ -151,6 +153,10 @@ async def run_local_cluster(
                     failures.append(f"{node.id} exited with {code}")
                 return
             log.warning("node exited", extra={"event": "node_exited", "node": node.id, "code": code})
+            if code == 2:  # refused its configuration (a node printed why): restarting cannot help
+                failures.append(f"{node.id} refused to start")
+                stopping.set()
+                return
             if not restart:
                 failures.append(f"{node.id} exited with {code}")
                 await stopping.wait()
@@ -161,6 +167,7 @@ async def run_local_cluster(
         async with trio.open_nursery() as nursery:
             for node, ready in zip(nodes, listening, strict=True):
                 nursery.start_soon(supervise, node, ready)
+            helpers = trio.CancelScope()  # the announcer and the signal watcher end with the start of a stop
 
             async def announce_when_ready() -> None:
                 with trio.move_on_after(START_TIMEOUT_SECONDS):
@@ -174,13 +181,25 @@ async def run_local_cluster(
                 log.error("nodes did not start", extra={"event": "start_timeout"})
                 stopping.set()
 
-            nursery.start_soon(announce_when_ready)
-            async for signum in signals:
-                log.info("signal received", extra={"event": "signal", "signal": signal.Signals(signum).name})
-                stopping.set()
-                break
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    log.info(
+                        "signal received", extra={"event": "signal", "signal": signal.Signals(signum).name}
+                    )
+                    stopping.set()
+                    return
+
+            async def run_helpers() -> None:
+                with helpers:
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(announce_when_ready)
+                        inner.start_soon(watch_signals)
+
+            nursery.start_soon(run_helpers)
+            await stopping.wait()
+            helpers.cancel()
             nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT_SECONDS + 5
-    return 1 if failures else 0
+    return 2 if any("refused" in f for f in failures) else 1 if failures else 0
 
 
 async def _read_listening(stream: trio.abc.ReceiveStream, ready: trio.Event) -> None:

@@ -139,3 +139,33 @@ async def test_actors_demo_starts_three_nodes_that_form_one_cluster_and_stops_th
         with trio.fail_after(STOP_TIMEOUT * 3):
             assert await process.wait() == 0
         assert pids_matching(f"{tmp_path}/data/cluster.toml") == []
+
+
+async def test_changing_the_number_of_workers_on_stored_data_is_refused_not_looped(tmp_path: Path):
+    data = tmp_path / "data"
+    argv = ["serve", "--workers", "2", "--port", "0", "--data-dir", str(data), "--app", APP]
+    async with launched(argv, tmp_path, 1) as (process, [url]):
+        await increments(url, [f"c{i}" for i in range(16)], clients=2, each=8)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(STOP_TIMEOUT * 3):
+            assert await process.wait() == 0
+    three = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--workers",
+        "3",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data),
+    ]
+    with trio.fail_after(STARTUP_TIMEOUT * 2):
+        done = await trio.run_process(
+            three, capture_stdout=True, capture_stderr=True, env=ENV, cwd=tmp_path, check=False
+        )
+    assert done.returncode == 2  # not restarted in a loop: the parent stops and says why
+    assert b"stores" in done.stderr
+    assert b"objects do not move between nodes yet" in done.stderr
+    assert pids_matching(f"{data}/cluster.toml") == []
