@@ -9,6 +9,8 @@
 | ``relay.py`` | a browser's WebSocket that reached a non-owner, relayed both ways to the owner |
 | ``operations.py`` | admin across nodes: ``GET /v1/objects`` merged in id order; delete on the owner |
 | ``local.py`` | several node processes on this machine: ``actors demo`` and ``serve --workers`` |
+| ``dial.py`` | a WebSocket to a peer (links, relays) that never leaks a refused handshake's socket |
+| ``etcd.py`` | a trio client of etcd's v3 gateway, for membership on etcd (next issue; unused yet) |
 
 Guarantees of :class:`Cluster` (the router)
 - Every node and the SDK compute an object's owner the same way: ``actors.placement`` over the
