@@ -146,8 +146,16 @@ _OPTIONS = (
     _Option(
         "advertise_url",
         _optional_str,
-        "the base URL clients reach this node at (None: the bound http://host:port)",
+        "the base URL clients reach this node at (None: the bound http(s)://host:port)",
         metavar="URL",
+    ),
+    _Option("tls_cert", _optional_path, "PEM certificate chain: serve HTTPS and WSS (with --tls-key)", metavar="FILE"),
+    _Option("tls_key", _optional_path, "PEM private key of --tls-cert", metavar="FILE"),
+    _Option(
+        "tls_ca",
+        _optional_path,
+        "PEM CA certificates to verify peer nodes' https URLs with, instead of the system's",
+        metavar="FILE",
     ),
 )
 
@@ -327,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers > 1:
         serve_args = list(argv if argv is not None else sys.argv[1:])[1:]  # the flags after "serve"
         nodes = local.worker_nodes(config.workers, config.host, config.port, config.data_dir)
-        public = nodes[0].url.rsplit(":", 1)[0] + f":{nodes[0].shared_port}"
+        public = f"http://{config.bind.rsplit(':', 1)[0]}:{nodes[0].shared_port}"
         cluster_file = config.data_dir / "cluster.toml"
         return trio.run(
             partial(local.run_local_cluster, nodes, serve_args, cluster_file, restart=True, announce=[public])

@@ -58,14 +58,18 @@ START_TIMEOUT_SECONDS: Final = 60.0
 @dataclass(frozen=True, slots=True)
 class LocalNode:
     id: str
-    host: str
+    host: str  # the interface it binds
     port: int
     data_dir: Path
     shared_port: int | None = None  # also accept here, with the other workers (SO_REUSEPORT)
+    #: the host the others and the SDK reach it at (None: ``host``; a wildcard host binds every
+    #: interface, and the cluster file then names this machine's hostname)
+    reach: str | None = None
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        reach = self.reach or self.host
+        host = f"[{reach}]" if ":" in reach else reach
         return f"http://{host}:{self.port}"
 
 
@@ -77,11 +81,18 @@ def free_port(host: str) -> int:
 
 
 def worker_nodes(count: int, host: str, port: int, data_dir: Path) -> list[LocalNode]:
-    """``count`` workers sharing ``port`` (0: a free one), each with a free private port."""
-    reach = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    shared = port or free_port(reach)
+    """``count`` workers sharing ``port`` (0: a free one), each with a free private port on ``host``.
+
+    On a wildcard host (``0.0.0.0``, ``::``) the workers bind every interface like the public port,
+    and the cluster file names this machine's hostname, so SDK clients elsewhere reach each worker.
+    """
+    wildcard = host in ("0.0.0.0", "::", "")
+    bind = host or "0.0.0.0"
+    reach = socket.gethostname() if wildcard else None
+    shared = port or free_port(bind)
     return [
-        LocalNode(f"w{i}", reach, free_port(reach), data_dir / f"w{i}", shared) for i in range(1, count + 1)
+        LocalNode(f"w{i}", bind, free_port(bind), data_dir / f"w{i}", shared, reach)
+        for i in range(1, count + 1)
     ]
 
 
