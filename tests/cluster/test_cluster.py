@@ -316,3 +316,28 @@ async def test_actors_cluster_nodes_lists_every_member_with_its_objects(
     ]
     assert all(row[3].isdigit() and row[4].isdigit() for row in rows)
     assert epoch == ["epoch", "1"]
+
+
+async def test_a_node_with_a_wrong_secret_is_refused_and_logged_on_both_sides(
+    cluster: list[Node], tmp_path: Path
+):
+    from tests.server.nodes import open_node
+
+    from .processes import free_ports, write_cluster_file
+
+    [port] = free_ports(1)
+    ports = {i: int(n.url.rsplit(":", 1)[1]) for i, n in zip(IDS, cluster, strict=True)} | {"n3": port}
+    impostor_file = write_cluster_file(
+        tmp_path / "impostor.toml", ports, secret="not-the-cluster-secret-0000"
+    )
+    async with open_node(
+        tmp_path / "impostor", "--cluster", str(impostor_file), "--node-id", "n3", "--port", str(port)
+    ) as impostor:
+        with trio.fail_after(10):
+            while "'n3' could not prove the cluster secret" not in cluster[0].log():  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        assert (await fetch(impostor.url, "GET", "/readyz")).status == 503  # never reached a peer
+        body = (await fetch(impostor.url, "GET", "/v1/cluster")).json()
+        assert [n["up"] for n in body["nodes"] if n["node"] != "n3"] == [False, False]
+    assert "peer link refused" in impostor.log()
+    assert "remote=127.0.0.1:" in cluster[0].log()  # the refusal names where it came from
