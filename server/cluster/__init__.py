@@ -11,6 +11,7 @@
 | ``local.py`` | several node processes on this machine: ``actors demo`` and ``serve --workers`` |
 | ``dial.py`` | a WebSocket to a peer (links, relays) that never leaks a refused handshake's socket |
 | ``etcd.py`` | a trio client of etcd's v3 gateway, for membership on etcd (next issue; unused yet) |
+| ``liveness.py`` | this node's liveness lease in etcd and the fence it implies (next issue; unused yet) |
 
 Guarantees of :class:`Cluster` (the router)
 - Every node and the SDK compute an object's owner the same way: ``actors.placement`` over the
