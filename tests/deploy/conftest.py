@@ -13,18 +13,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.server.nodes import STOP_TIMEOUT, Client, Node, Reply, _read_url_blocking, running_node
+from tests.server.nodes import Client, Reply, running_node
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -211,26 +208,3 @@ def allowed_missing_metrics(exported_metrics: set[str]) -> set[str]:
     landed = PENDING_METRICS.keys() & exported_metrics
     assert not landed, f"nodes export {sorted(landed)} now: remove them from PENDING_METRICS"
     return set(PENDING_METRICS)
-
-
-@contextmanager
-def running_command(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[Node]:
-    """``argv`` (a recipe's own command line and environment) as a node for the block.
-
-    On leaving, SIGTERM; asserts the node drained and exited 0 (then SIGKILL if it did not). The
-    same as ``tests.server.nodes.running_node``, which fixes the command line and environment.
-    """
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=log_path.parent)
-    try:
-        url = _read_url_blocking(process, log_path)
-        yield Node(url, process, log_path)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=STOP_TIMEOUT)
-        assert code == 0, f"node exited {code}; log:\n{log_path.read_text()}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-        assert process.stdout is not None
-        process.stdout.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from server.cluster import ClusterFileError, load_membership
+from tests.server.nodes import running_command
 
-from .conftest import BIN, DEPLOY, _free_port, cluster_nodes, request, running_command, yaml_documents
+from .conftest import BIN, DEPLOY, _free_port, cluster_nodes, request, yaml_documents
 
 SECRET = "x" * 40
 

@@ -15,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import BIN, DEPLOY, request, run, running_command, tool
+from tests.server.nodes import running_command
+
+from .conftest import BIN, DEPLOY, request, run, tool
 
 CONTAINERFILE = DEPLOY / "Containerfile"
 #: where the image installs the package (a venv)

@@ -7,7 +7,9 @@ import os
 import shlex
 from pathlib import Path
 
-from .conftest import BIN, DEPLOY, DRAIN_TIMEOUT_SECONDS, env_file, request, run, running_command, tool
+from tests.server.nodes import running_command
+
+from .conftest import BIN, DEPLOY, DRAIN_TIMEOUT_SECONDS, env_file, request, run, tool
 
 UNIT = DEPLOY / "systemd" / "actors.service"
 ENV_FILE = DEPLOY / "systemd" / "actors.env"

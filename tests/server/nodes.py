@@ -181,13 +181,26 @@ def running_node(data_dir: Path, *flags: str, token: str | None = None) -> Itera
     On leaving, asserts the node exited 0 after SIGTERM (the graceful path).
     """
     log_path = _prepare(data_dir)
+    with running_command(command(data_dir, *flags), ENV, log_path, cwd=data_dir) as node:
+        node.token = token
+        yield node
+
+
+@contextmanager
+def running_command(
+    argv: list[str], env: dict[str, str], log_path: Path, *, cwd: Path | None = None
+) -> Iterator[Node]:
+    """``argv`` (any command line that starts a node, with its environment) as a node for the block.
+
+    On leaving, SIGTERM; asserts the node drained and exited 0 (then SIGKILL if it did not).
+    """
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command(data_dir, *flags), stdout=subprocess.PIPE, stderr=log, env=ENV, cwd=data_dir
+            argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=cwd or log_path.parent
         )
     try:
         url = _read_url_blocking(process, log_path)
-        yield Node(url, process, log_path, token)
+        yield Node(url, process, log_path)
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"node exited {code}; log:\n{log_path.read_text()}"
