@@ -27,6 +27,7 @@ Guarantees
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from actors.errors import InvalidArgument, Overloaded, ShuttingDown
 from actors.placement import ClusterMap
 
 from ._connection import MAX_RECEIVE_BYTES, Connection, ConnectionStatistics
-from ._dial import Dialer, auth_headers, base_url, dial, refusal, ws_url
+from ._dial import Dialer, auth_headers, base_url, dial, refusal, tls_dialer, ws_url
 from ._stub import Stub
 from ._websocket import ObjectSocket
 
@@ -378,6 +379,7 @@ async def connect(
     timeout: float = DEFAULT_TIMEOUT,
     max_in_flight: int | None = None,
     connections: int = 1,
+    ca: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to the node at ``url`` (``http://host:port``) for the ``async with`` block.
 
@@ -389,10 +391,15 @@ async def connect(
     wait. Leaving the block closes every connection; calls still in flight fail (ConnectionLost
     for those already sent).
 
-    Raises Unreachable if the node cannot be reached within ``timeout``, Rejected if it refuses the
-    connection (a wrong token), ValueError for a malformed URL or option.
+    An ``https`` node's certificate is verified (chain and host name) against the system's trust
+    store, or against the PEM CA certificates in the file ``ca`` (a private CA) instead.
+
+    Raises Unreachable if the node cannot be reached within ``timeout`` (a certificate that does
+    not verify included), Rejected if it refuses the connection (a wrong token), ValueError for a
+    malformed URL or option, OSError or ``ssl.SSLError`` if ``ca`` cannot be loaded.
     """
+    dialer = tls_dialer(ca)
     async with open_client(
-        url, token=token, timeout=timeout, max_in_flight=max_in_flight, connections=connections
+        url, token=token, timeout=timeout, max_in_flight=max_in_flight, connections=connections, dialer=dialer
     ) as client:
         yield client

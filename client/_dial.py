@@ -11,6 +11,7 @@ connection, DNS, TLS, timeout) is :class:`~client.errors.Unreachable`.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,7 +30,10 @@ from trio_websocket import (
 
 from .errors import ClientError, Rejected, Unreachable
 
-__all__ = ["Dialer", "auth_headers", "base_url", "describe", "dial", "is_transient", "refusal", "ws_url"]
+__all__ = [
+    "Dialer", "auth_headers", "base_url", "describe", "dial", "is_transient", "refusal", "tls_dialer",
+    "ws_url",
+]  # fmt: skip
 
 #: seconds a close handshake may take before the socket is dropped
 CLOSE_TIMEOUT_SECONDS: Final = 2.0
@@ -67,11 +71,14 @@ async def dial(
     subprotocols: list[str],
     max_message_size: int,
     connect_timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """The real :class:`Dialer`: TCP (TLS for ``wss``), then the WebSocket handshake.
 
-    It owns the TCP stream and closes it whatever happens: trio-websocket's ``open_websocket_url``
-    leaves the socket of a refused handshake open (0.12).
+    TLS verifies the node's certificate and host name with ``ssl_context`` (default: the system's
+    trust store; :func:`tls_dialer` makes one that trusts a given CA file). It owns the TCP stream
+    and closes it whatever happens: trio-websocket's ``open_websocket_url`` leaves the socket of a
+    refused handshake open (0.12).
     """
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
@@ -82,7 +89,7 @@ async def dial(
         with trio.fail_after(connect_timeout):
             stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
             if secure:
-                context = ssl.create_default_context()
+                context = ssl_context or ssl.create_default_context()
                 stream = await trio.open_ssl_over_tcp_stream(
                     host, port, ssl_context=context, https_compatible=True
                 )
@@ -93,12 +100,54 @@ async def dial(
     except OSError as exc:
         raise HandshakeError from exc
     try:
+        if isinstance(stream, trio.SSLStream):  # a certificate that does not verify fails here, named
+            await _tls_handshake(stream, connect_timeout)
         host_header = parts.netloc.rpartition("@")[2]
         options = (headers, subprotocols, max_message_size, connect_timeout)
         async with _websocket(stream, host_header, resource, *options) as ws:
             yield ws
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], timeout: float) -> None:
+    """The TLS handshake, before the WebSocket's: trio-websocket would wait out its timeout on a
+    failed one. Raises ConnectionTimeout, or HandshakeError from the ``ssl.SSLError``."""
+    try:
+        with trio.fail_after(timeout):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        raise ConnectionTimeout from None
+    except trio.BrokenResourceError as exc:
+        raise HandshakeError from (exc.__cause__ or exc)
+
+
+def tls_dialer(ca: str | os.PathLike[str] | None) -> Dialer:
+    """:func:`dial`, verifying ``wss`` nodes against the PEM CA certificates in the file ``ca``
+    instead of the system's trust store (``ca=None``: :func:`dial` itself). Raises OSError or
+    ``ssl.SSLError`` if the file cannot be read as CA certificates."""
+    if ca is None:
+        return dial
+    context = ssl.create_default_context(cafile=ca)
+
+    def dial_with_ca(
+        url: str,
+        *,
+        headers: list[tuple[bytes, bytes]],
+        subprotocols: list[str],
+        max_message_size: int,
+        connect_timeout: float,
+    ) -> AbstractAsyncContextManager[WebSocketConnection]:
+        return dial(
+            url,
+            headers=headers,
+            subprotocols=subprotocols,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            ssl_context=context,
+        )
+
+    return dial_with_ca
 
 
 @asynccontextmanager
@@ -210,7 +259,7 @@ def describe(exc: BaseException) -> str:
         if reason is None:
             return "the connection closed"
         return f"the connection closed with {reason.code}" + (f": {reason.reason}" if reason.reason else "")
-    if isinstance(exc, HandshakeError) and exc.__cause__ is not None:
+    if isinstance(exc, HandshakeError | trio.BrokenResourceError) and exc.__cause__ is not None:
         return describe(exc.__cause__)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

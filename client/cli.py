@@ -1,11 +1,12 @@
 """``actors call`` and ``actors bench``: the SDK from a shell (the node's ``server/cli.py`` adds them).
 
-    actors call CLASS NAME METHOD [--args JSON] [--kwargs JSON] [--timeout S] [--json-errors]
+    actors call CLASS NAME METHOD [--args JSON] [--kwargs JSON] [--timeout S] [--json-errors] [--ca FILE]
     actors bench [--workload W] [--concurrency C] [--connections K] [--duration S | --count N] ...
 
 Both talk to ``--url`` (variable ``ACTORS_URL``, default ``http://127.0.0.1:8080``, where ``actors
 serve`` listens by default) with the bearer token ``--token`` (variable ``ACTORS_TOKEN``; prefer the
-variable, flags show in ``ps``).
+variable, flags show in ``ps``). ``call`` verifies an ``https`` node against ``--ca`` (variable
+``ACTORS_CA``: PEM CA certificates, for a private CA) instead of the system's trust store.
 
 ``call`` makes one call through the SDK and prints its result as one line of JSON on stdout. A value
 JSON cannot hold, bytes, is printed as ``{"$bytes": "<base64>"}`` wherever it sits in the result; the
@@ -94,6 +95,11 @@ def add_parsers(commands: Any) -> None:
     )
     call.add_argument(
         "--json-errors", action="store_true", help='errors on stderr as {"error": {"type", "message"}}'
+    )
+    call.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="PEM CA certificates to verify an https node with, instead of the system's (env ACTORS_CA)",
     )
     _add_bench_parser(commands, common)
 
@@ -250,7 +256,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return _usage(f"ACTORS_URL: {exc}")
     token = args.token if args.token is not None else environ.get("ACTORS_TOKEN") or None
     if args.command == "call":
-        return _run_call(args, url, token)
+        return _run_call(args, url, token, environ)
     return _run_bench(args, url, token)
 
 
@@ -259,9 +265,13 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _run_call(args: argparse.Namespace, url: str, token: str | None) -> int:
+def _run_call(args: argparse.Namespace, url: str, token: str | None, environ: Mapping[str, str]) -> int:
+    ca = args.ca or environ.get("ACTORS_CA") or None
+    if ca is not None and not os.path.isfile(ca):
+        return _usage(f"--ca/ACTORS_CA: no such file: {ca}")
+
     async def call() -> Any:
-        async with connect(url, token=token, timeout=args.timeout) as client:
+        async with connect(url, token=token, timeout=args.timeout, ca=ca) as client:
             # send_call, not call(): a method argument named ``timeout`` is the method's, not the SDK's
             object_id = ObjectId.from_name(args.cls, args.name)
             return await client.send_call(

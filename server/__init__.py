@@ -32,7 +32,8 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors import App, DurableObject, open_runtime
 
 from .asgi import Node
-from .cluster import Cluster, Membership, load_membership
+from .cluster import Cluster, ClusterFileError, Membership, load_membership
+from .cluster.dial import PEER_SSL_CONTEXT
 from .config import Config
 from .metrics import Metrics
 from .rooms import rooms_app
@@ -71,7 +72,23 @@ async def serve(
         membership = load_membership(config.cluster, config.node_id)
     cluster = None
     if membership is not None:
+        _check_scheme(config, membership)
         cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
+    peer_tls = PEER_SSL_CONTEXT.set(config.peer_ssl_context())  # this node's dials, links and relays
+    try:
+        await _serve(config, app, metrics, cluster, shutdown_trigger, task_status)
+    finally:
+        PEER_SSL_CONTEXT.reset(peer_tls)
+
+
+async def _serve(
+    config: Config,
+    app: App,
+    metrics: Metrics,
+    cluster: Cluster | None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
     async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
         if cluster is not None:
             cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
@@ -114,6 +131,17 @@ async def serve(
         node.draining = True
         log.info("stopped accepting; closing the runtime", extra={"event": "closing"})
     log.info("stopped", extra={"event": "stopped"})
+
+
+def _check_scheme(config: Config, membership: Membership) -> None:
+    """Refuse (ClusterFileError) a TLS node whose URL in the cluster file is ``http``: its peers would
+    speak plain HTTP to a TLS port. (The other way round is a TLS proxy in front of the node.)"""
+    url = membership.me.url
+    if config.tls_cert is not None and not url.startswith("https://"):
+        raise ClusterFileError(
+            f"this node ({membership.self_id}) serves TLS (--tls-cert) but its URL in the cluster file "
+            f"is {url}: make it https:// so that its peers dial it over TLS"
+        )
 
 
 def _shared_socket(host: str, port: int) -> int:
@@ -163,6 +191,8 @@ def load_app(spec: str | None, *, rooms: App | None = None) -> App:
 def _hypercorn_config(config: Config) -> HypercornConfig:
     hypercorn = hypercorn_config(config)  # the bounds on slow and abusive clients (transport.py)
     hypercorn.bind = [config.bind]
+    if config.tls_cert is not None and config.tls_key is not None:  # every bind serves TLS only
+        hypercorn.certfile, hypercorn.keyfile = str(config.tls_cert), str(config.tls_key)
     if config.shared_port is not None:
         hypercorn.bind.append(f"fd://{_shared_socket(config.host, config.shared_port)}")
     hypercorn.accesslog = None  # one line per request is too much at load; DEBUG level logs them

@@ -5,8 +5,10 @@
     actors objects delete CLASS NAME
 
 Every verb talks to ``--url`` (variable ``ACTORS_URL``, default ``http://127.0.0.1:8080``) with the
-bearer token ``--token`` (variable ``ACTORS_TOKEN``; prefer the variable, flags show in ``ps``). Only
-the standard library is used (``http.client``), so the verbs work wherever the node is installed.
+bearer token ``--token`` (variable ``ACTORS_TOKEN``; prefer the variable, flags show in ``ps``): on a
+node with an admin token, pass that one. An ``https`` node is verified against ``--ca`` (variable
+``ACTORS_CA``: PEM CA certificates) instead of the system's trust store. Only the standard library
+is used (``http.client``), so the verbs work wherever the node is installed.
 
 Exit status
     0  done
@@ -82,11 +84,19 @@ class _Unreachable(Failure):
 
 
 def connection_options() -> argparse.ArgumentParser:
-    """``--url``, ``--token`` and ``--timeout``, as a parent parser (``objects``, ``cluster``)."""
+    """``--url``, ``--token``, ``--ca`` and ``--timeout``, as a parent parser (``objects``, ``cluster``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the node (env ACTORS_URL; default {DEFAULT_URL})")
     common.add_argument(
-        "--token", metavar="TOKEN", help="bearer token (env ACTORS_TOKEN; prefer it: flags show in ps)"
+        "--token",
+        metavar="TOKEN",
+        help="bearer token: the admin token on a node with --admin-token (env ACTORS_TOKEN; prefer it: "
+        "flags show in ps)",
+    )
+    common.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="PEM CA certificates to verify an https node with, instead of the system's (env ACTORS_CA)",
     )
     common.add_argument(
         "--timeout",
@@ -104,6 +114,7 @@ def node_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Node
         args.url or environ.get("ACTORS_URL") or DEFAULT_URL,
         token=args.token or environ.get("ACTORS_TOKEN") or None,
         timeout=args.timeout,
+        ca=args.ca or environ.get("ACTORS_CA") or None,
     )
 
 
@@ -323,9 +334,10 @@ class Node:
     url: SplitResult  # scheme and host of the node, and the path it is served under
     token: str | None
     timeout: float
+    ca: str | None = None  # PEM CA certificates to verify an https node with (None: the system's)
 
     @classmethod
-    def from_url(cls, url: str, *, token: str | None, timeout: float) -> Node:
+    def from_url(cls, url: str, *, token: str | None, timeout: float, ca: str | None = None) -> Node:
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018  # a bad port raises here, not at the first request
@@ -335,7 +347,9 @@ class Node:
             raise _Usage(f"--url must look like http://host[:port][/path], not {url!r}")
         if not timeout > 0:
             raise _Usage("--timeout must be positive")
-        return cls(parts, token, timeout)
+        if ca is not None and not os.path.isfile(ca):
+            raise _Usage(f"--ca/ACTORS_CA: no such file: {ca}")
+        return cls(parts, token, timeout, ca)
 
     @contextmanager
     def open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
@@ -352,7 +366,7 @@ class Node:
         owner = urlsplit(location)
         if owner.scheme not in ("http", "https") or not owner.hostname:
             raise RemoteError(f"the node redirected to {location!r}, which is not a node URL")
-        target = Node(owner._replace(path="", query=""), self.token, self.timeout)
+        target = Node(owner._replace(path="", query=""), self.token, self.timeout, self.ca)
         with target._open(method, owner.path + (f"?{owner.query}" if owner.query else "")) as response:
             if response.status == 307:
                 raise RemoteError(f"the owner at {location} redirected again; stopping")
@@ -365,7 +379,10 @@ class Node:
         assert host is not None
         connection: http.client.HTTPConnection
         if self.url.scheme == "https":
-            context = ssl.create_default_context()
+            try:
+                context = ssl.create_default_context(cafile=self.ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise _Usage(f"--ca/ACTORS_CA: cannot load {self.ca}: {exc}") from None
             connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
         else:
             connection = http.client.HTTPConnection(host, port, timeout=self.timeout)

@@ -85,7 +85,7 @@ class Node:
         self.websockets = WebSockets(runtime, config, metrics, cluster)
         #: the SDK's route, /v1/connect (``rpc.py``)
         self.rpc = Rpc(self)
-        self.advertise(f"http://{config.bind}")
+        self.advertise(f"{config.scheme}://{config.bind}")
 
     def advertise(self, bound_url: str) -> None:
         """Name this node in the cluster map, now that ``bound_url`` is known (``serve`` calls it

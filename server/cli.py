@@ -149,8 +149,13 @@ _OPTIONS = (
         "the base URL clients reach this node at (None: the bound http(s)://host:port)",
         metavar="URL",
     ),
-    _Option("tls_cert", _optional_path, "PEM certificate chain: serve HTTPS and WSS (with --tls-key)", metavar="FILE"),
-    _Option("tls_key", _optional_path, "PEM private key of --tls-cert", metavar="FILE"),
+    _Option(
+        "tls_cert",
+        _optional_path,
+        "PEM certificate chain: serve HTTPS and WSS (with --tls-key)",
+        metavar="PEM",
+    ),
+    _Option("tls_key", _optional_path, "PEM private key of --tls-cert", metavar="PEM"),
     _Option(
         "tls_ca",
         _optional_path,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -102,7 +103,7 @@ class Config:
     #: Default (None): the ``host:port`` of the advertised URL
     node_name: str | None = None
     #: the base URL clients reach this node at, as listed in the cluster map. Default (None): the
-    #: bound URL ``http://host:port`` (with the real port when ``port`` is 0), naming this machine's
+    #: bound URL ``http(s)://host:port`` (with the real port when ``port`` is 0), naming this machine's
     #: hostname when ``host`` is a wildcard (``0.0.0.0``, ``::``). Set it behind a proxy or NAT
     advertise_url: str | None = None
 
@@ -115,6 +116,15 @@ class Config:
     #: also accept on this port, shared with other processes that set it too (``SO_REUSEPORT``:
     #: the kernel spreads connections); ``--workers`` sets it for its workers
     shared_port: int | None = None
+
+    #: PEM certificate chain (leaf first) and its private key: with both, the node serves HTTPS and
+    #: WSS only, and its bound and advertised URLs are ``https://``. Both or neither; loaded at start
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: PEM CA certificates this node trusts when it dials peers over ``https`` URLs (node links,
+    #: relayed WebSockets), instead of the system's: for a cluster whose certificates a private CA
+    #: signed. It does not ask clients for certificates
+    tls_ca: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -163,7 +173,36 @@ class Config:
             raise ValueError("workers makes its own local cluster; it cannot be combined with --cluster")
         if self.shared_port is not None and not 1 <= self.shared_port <= 65535:
             raise ValueError(f"shared_port must be in 1..65535, not {self.shared_port}")
+        self._check_tls()
         self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
+
+    def _check_tls(self) -> None:
+        """Refuse TLS files that are half given or do not load (ValueError naming the flag)."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (HTTPS) or neither (HTTP)")
+        if self.tls_cert is not None and self.workers > 1:
+            raise ValueError("tls_cert cannot be combined with workers yet (their local cluster is http)")
+        try:
+            if self.tls_cert is not None and self.tls_key is not None:
+                server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                server.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            files = f"{self.tls_cert} and {self.tls_key}"
+            raise ValueError(f"tls_cert/tls_key: cannot load {files}: {exc}") from None
+        try:
+            if self.tls_ca is not None:
+                ssl.create_default_context(cafile=self.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls_ca: cannot load {self.tls_ca}: {exc}") from None
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the node serves TLS, else ``http``."""
+        return "http" if self.tls_cert is None else "https"
+
+    def peer_ssl_context(self) -> ssl.SSLContext:
+        """The context this node verifies its peers' certificates with (``tls_ca``, else the system's)."""
+        return ssl.create_default_context(cafile=self.tls_ca)
 
     def settings(self) -> Settings:
         """The runtime settings this node opens its runtime with (ValueError if out of range)."""

@@ -3,7 +3,14 @@
 Guarantee: the TCP stream is closed whatever happens, a refused handshake included (trio-websocket's
 ``open_websocket_url`` leaves that socket open), so redialling a peer that refuses costs nothing.
 Failures come out bare, not in an exception group: ``ConnectionRejected`` (an HTTP refusal, with
-its status and body), ``HandshakeError``, ``OSError`` or ``trio.TooSlowError`` past ``timeout``.
+its status and body), ``HandshakeError``, ``OSError`` or ``trio.TooSlowError`` past ``timeout``; a
+peer whose certificate does not verify is an ``ssl.SSLError`` (an OSError), at once: the TLS handshake
+runs before the WebSocket's.
+
+TLS: an ``https`` peer is verified (chain and host name) with :data:`PEER_SSL_CONTEXT`, which
+``server.serve`` sets for its node from ``--tls-ca`` (the CAs of a private cluster), else the
+system's trust store. A context variable rather than an argument: every task of one node inherits
+it, links and relays alike, and two nodes in one process (tests) keep their own.
 """
 
 from __future__ import annotations
@@ -11,16 +18,20 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-__all__ = ["open_peer_websocket", "ws_base"]
+__all__ = ["PEER_SSL_CONTEXT", "open_peer_websocket", "ws_base"]
 
 #: bytes read from the socket at once (trio-websocket's default, 4 KiB, is small for batches)
 _RECEIVE_BUFFER_BYTES = 64 * 1024
 _CLOSE_SECONDS = 1.0
+
+#: how this node verifies an ``https`` peer (None: the system's trust store)
+PEER_SSL_CONTEXT: ContextVar[ssl.SSLContext | None] = ContextVar("PEER_SSL_CONTEXT", default=None)
 
 
 def ws_base(url: str) -> str:
@@ -45,15 +56,18 @@ async def open_peer_websocket(
     port = parts.port or (443 if secure else 80)
     with trio.fail_after(timeout):
         if secure:
+            context = PEER_SSL_CONTEXT.get() or ssl.create_default_context()
             stream: (
                 trio.SocketStream | trio.SSLStream[trio.SocketStream]
             ) = await trio.open_ssl_over_tcp_stream(
-                parts.hostname or "", port, ssl_context=ssl.create_default_context(), https_compatible=True
+                parts.hostname or "", port, ssl_context=context, https_compatible=True
             )
         else:
             stream = await trio.open_tcp_stream(parts.hostname or "", port)
     failure: BaseException | None = None
     try:
+        if isinstance(stream, trio.SSLStream):  # a certificate that does not verify fails here, named
+            await _tls_handshake(stream, timeout)
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(timeout):
@@ -81,6 +95,15 @@ async def open_peer_websocket(
         await trio.aclose_forcefully(stream)
     if failure is not None:
         raise failure
+
+
+async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], timeout: float) -> None:
+    try:
+        with trio.fail_after(timeout):
+            await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        raise cause if isinstance(cause, OSError) else OSError(f"TLS handshake failed: {exc!r}") from None
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
