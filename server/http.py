@@ -4,6 +4,7 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
 
     GET  /                                      the demo page (text/html)             (no auth)
     GET  /healthz                               200 {"status": "ok"}                 (no auth)
+    GET  /openapi.json                          this table as OpenAPI 3.1 (openapi.py)  (no auth)
     GET  /readyz                                200 {"status": "ready"} | 503 {"status": "draining"}
     GET  /metrics                               Prometheus text
     POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
@@ -50,7 +51,7 @@ import trio
 from actors.errors import InvalidArgument
 from actors.placement import PLACEMENT_FUNCTION
 
-from . import codec, demo
+from . import codec, demo, openapi
 from .cluster import operations
 from .errors import MethodNotAllowed, NotFound
 from .metrics import CONTENT_TYPE_LATEST
@@ -330,6 +331,7 @@ async def ratelimit(node: HandlerContext, request: Request) -> Reply:
 ROUTES: tuple[Route, ...] = (
     Route("GET", ("",), demo_page, needs_auth=False),
     Route("GET", ("healthz",), healthz, needs_auth=False),
+    Route("GET", ("openapi.json",), openapi.serve_document, needs_auth=False),
     Route("GET", ("readyz",), readyz, needs_auth=False),
     Route("GET", ("metrics",), metrics),
     Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
