@@ -4,7 +4,9 @@ Guarantees
 - Every HTTP request gets exactly one reply, with ``Content-Length``, unless the client disconnected
   first; failures become the JSON/CBOR error body of ``errors.py``.
 - Order of checks, cheapest and least revealing first: path decoding (400), bearer token (401, so an
-  unauthenticated client cannot probe which routes exist), route (404/405), declared body size (413,
+  unauthenticated client cannot probe which routes exist; the call or the admin token), route
+  (404/405), the admin token on an admin route when the node has one (``http.py``: 403 for the call
+  token, 401 for none or a wrong one), declared body size (413,
   decided from ``Content-Length`` before a byte of the body is read), then the body as it streams
   (413 as soon as the running total passes ``max_body_bytes``; the rest is never buffered).
 - Keep-alive never loses a request: a body the reply did not need (a 400, 401, 404 or 405, or a
@@ -12,6 +14,8 @@ Guarantees
   ``max_body_bytes``, so the connection can carry the next request. When the node will close the
   connection instead (a 413: the rest of the body is never read), the reply says
   ``Connection: close``.
+- Tokens are compared in constant time and never logged; each refused one is logged once (WARNING,
+  ``event=unauthorized``) with the peer's address and the path.
 - Readiness: ``ready`` turns false as soon as shutdown begins (before hypercorn stops accepting and
   the runtime drains), so a load balancer stops sending new work while in-flight calls finish.
 
@@ -37,7 +41,7 @@ from . import codec, http
 from .cluster import operations
 from .cluster.accept import serve_peer
 from .cluster.links import PEER_PATH
-from .errors import Unauthorized, body_too_large, error_reply
+from .errors import Forbidden, Unauthorized, body_too_large, error_reply
 from .rpc import RPC_PATH, Rpc
 from .websocket import WebSockets
 
@@ -80,8 +84,9 @@ class Node:
         self.metrics = metrics
         #: set when shutdown begins; /readyz answers 503 from then on
         self.draining = False
-        token = config.auth_token
+        token, admin = config.auth_token, config.admin_token
         self._authorization = None if token is None else b"Bearer " + token.encode()
+        self._admin_authorization = None if admin is None else b"Bearer " + admin.encode()
         self.websockets = WebSockets(runtime, config, metrics, cluster)
         #: the SDK's route, /v1/connect (``rpc.py``)
         self.rpc = Rpc(self)
@@ -171,10 +176,13 @@ class Node:
         started = trio.current_time()
         try:
             segments = _segments(scope.get("raw_path") or scope["path"].encode())
-            if self._authorization is not None and segments not in http.UNAUTHENTICATED:
-                self._check_token(authorization)
+            admin = self._is_admin(authorization)
+            if self._authorization is not None and segments not in http.UNAUTHENTICATED and not admin:
+                self._check_token(authorization, scope)
             route, params = http.match(scope["method"], segments)
             route_name = route.name
+            if route.admin and self._admin_authorization is not None and not admin:
+                self._refuse_admin(authorization, scope)
             body = b""
             if route.reads_body:
                 body = await self._read_body(receive, content_length)
@@ -219,11 +227,34 @@ class Node:
                 },
             )
 
-    def _check_token(self, authorization: bytes | None) -> None:
+    def _is_admin(self, authorization: bytes | None) -> bool:
+        """Whether the request carries the admin token (compared in constant time)."""
+        expected = self._admin_authorization
+        return (
+            expected is not None
+            and authorization is not None
+            and hmac.compare_digest(authorization, expected)
+        )
+
+    def _check_token(self, authorization: bytes | None, scope: Scope) -> None:
         expected = self._authorization
         assert expected is not None
         if authorization is None or not hmac.compare_digest(authorization, expected):
+            _log_refused(scope, authorization)
             raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    def _refuse_admin(self, authorization: bytes | None, scope: Scope) -> None:
+        """An admin route without the admin token: 403 for the call token, else 401."""
+        call = self._authorization
+        if call is not None and authorization is not None and hmac.compare_digest(authorization, call):
+            raise Forbidden(
+                "this is an admin route: it needs the admin token (Authorization: Bearer <admin token>);"
+                " the call token does not open it"
+            )
+        _log_refused(scope, authorization)
+        raise Unauthorized(
+            "this is an admin route: it needs the admin token (Authorization: Bearer <admin token>)"
+        )
 
     async def _read_body(self, receive: Receive, content_length: bytes | None, *, keep: bool = True) -> bytes:
         """The whole request body (``keep=False``: read to its end, dropped, ``b""`` returned).
@@ -264,6 +295,20 @@ class Node:
             data = b'{"error":{"type":"InternalError","message":"internal error"}}'
             reply_cbor = False
         return http.Reply(status, data, codec.CBOR if reply_cbor else codec.JSON, headers)
+
+
+def _log_refused(scope: Scope, authorization: bytes | None) -> None:
+    """One line per refused token, naming the peer and the path, never the token."""
+    client = scope.get("client")
+    log.warning(
+        "refused: missing or wrong token",
+        extra={
+            "event": "unauthorized",
+            "peer": f"{client[0]}:{client[1]}" if client else None,
+            "path": scope["path"],
+            "token_given": authorization is not None,
+        },
+    )
 
 
 def _segments(raw_path: bytes) -> tuple[str, ...]:

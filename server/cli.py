@@ -124,6 +124,13 @@ _OPTIONS = (
         metavar="TOKEN",
     ),
     _Option(
+        "admin_token",
+        _optional_str,
+        "the admin routes (objects list/export/delete, cluster nodes) need this token instead of"
+        " --auth-token; it opens the other routes too (prefer the variable)",
+        metavar="TOKEN",
+    ),
+    _Option(
         "allowed_origins",
         parse_origins,
         "browser origins that may open WebSockets: comma-separated scheme://host[:port] or *"

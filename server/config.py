@@ -73,6 +73,10 @@ class Config:
     #: when set, every route but /healthz and /readyz needs ``Authorization: Bearer <token>``
     #: (WebSocket handshakes may carry it as ``?token=<token>`` instead: browsers cannot set headers)
     auth_token: str | None = None
+    #: when set, the admin routes (``server/http.py``: listing, export and delete of objects,
+    #: ``/v1/cluster/nodes``) need ``Authorization: Bearer <admin token>`` and ``auth_token`` no
+    #: longer opens them; the admin token opens every other route too
+    admin_token: str | None = None
     #: browser origins allowed to open WebSockets, each ``scheme://host[:port]`` or ``*`` (any). A
     #: handshake without ``Origin`` (not a browser) or from the node's own origin (``Host``) is always
     #: allowed. Empty (the default): any origin while ``host`` is loopback, else only those two.
@@ -139,6 +143,10 @@ class Config:
             raise ValueError("ratelimit_limit must be at least 1 and ratelimit_period positive")
         if self.auth_token is not None and not self.auth_token:
             raise ValueError("auth_token must not be empty (leave it unset to disable auth)")
+        if self.admin_token is not None and not self.admin_token:
+            raise ValueError("admin_token must not be empty (leave it unset: auth_token guards admin routes)")
+        if self.admin_token is not None and self.admin_token == self.auth_token:
+            raise ValueError("admin_token must differ from auth_token (else it grants nothing apart)")
         if self.max_frame_bytes < 1:
             raise ValueError("max_frame_bytes must be at least 1")
         if self.max_send_queue_bytes < 1 or self.max_header_bytes < 1:

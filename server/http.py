@@ -9,17 +9,23 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
     GET  /metrics                               Prometheus text
     POST /v1/objects/{Class}/{name}/{method}    {"args": [], "kwargs": {}} -> 200 {"result": ...}
     GET  /v1/objects?class=&prefix=&limit=&cursor=   {"objects": [...], "cursor": next | null,
-                                                 "unavailable": [{"node", "error"}]}  (whole cluster)
+                                                 "unavailable": [{"node", "error"}]}  (whole cluster; admin)
     GET  /v1/cluster                            {"epoch", "nodes": [{"node", "url", "up"}], "self", ...}
     GET  /v1/cluster/nodes                      {"epoch", "self", "nodes": [{"node", "url", "up",
-                                                 "objects", "live_objects"} | {..., "error"}]}
+                                                 "objects", "live_objects"} | {..., "error"}]}  (admin)
     GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3);
-                                                307 to the owner's URL when another node owns it
-    DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}
+                                                307 to the owner's URL when another node owns it  (admin)
+    DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}  (admin)
     POST /counter/{name}/increment              optional {"by": n} -> 200 {"value": n}
     GET  /counter/{name}                        200 {"value": n}
     POST /ratelimit/{key}                       200 {"allowed": true, "remaining": n}
                                                 | 429 {"allowed": false, "retry_after_ms": m}
+
+Tokens: with ``--auth-token`` every route but those marked "no auth" needs it. With
+``--admin-token`` the routes marked "admin" (they read or destroy any object's data, or map the
+cluster's nodes and contents) need the admin token: the call token gets 403 Forbidden there, no or a
+wrong token 401. The admin token opens every other route too. ``/metrics`` stays a call-token route,
+so a Prometheus scraper need not hold the power to delete objects. ``asgi.py`` enforces both.
 
 Guarantees
 - A path that matches no pattern is 404 NotFound; a path that matches for another method is 405
@@ -125,6 +131,7 @@ class Route:
     handler: Handler
     reads_body: bool = False
     needs_auth: bool = True
+    admin: bool = False  # needs the admin token when the node has one (see the module docstring)
 
     @property
     def name(self) -> str:
@@ -335,11 +342,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", ("readyz",), readyz, needs_auth=False),
     Route("GET", ("metrics",), metrics),
     Route("POST", ("v1", "objects", "{class}", "{name}", "{method}"), call_object, reads_body=True),
-    Route("GET", ("v1", "objects"), list_objects),
+    Route("GET", ("v1", "objects"), list_objects, admin=True),
     Route("GET", ("v1", "cluster"), cluster_map),
-    Route("GET", ("v1", "cluster", "nodes"), cluster_nodes),
-    Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object),
-    Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object),
+    Route("GET", ("v1", "cluster", "nodes"), cluster_nodes, admin=True),
+    Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object, admin=True),
+    Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object, admin=True),
     Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),
     Route("GET", ("counter", "{name}"), counter_get),
     Route("POST", ("ratelimit", "{key}"), ratelimit),

@@ -201,6 +201,8 @@ class WebSockets:
         self.draining = False
         self._connections: set[_Connection] = set()
         self._token = None if config.auth_token is None else config.auth_token.encode()
+        #: opens every route the call token opens (there are no admin WebSocket routes)
+        self._admin_token = None if config.admin_token is None else config.admin_token.encode()
         self._origins = frozenset(
             normalize_origin(origin) for origin in config.allowed_origins if origin != "*"
         )
@@ -417,13 +419,15 @@ class WebSockets:
         raise Forbidden(f"origin {origin!r} may not open WebSockets here (allowed_origins)")
 
     def _check_token(self, authorization: bytes | None, query_token: str | None) -> None:
-        token = self._token
-        if token is None:
+        if self._token is None:
             return
-        if authorization is not None and hmac.compare_digest(authorization, b"Bearer " + token):
-            return
-        if query_token is not None and hmac.compare_digest(query_token.encode(), token):
-            return
+        for token in (self._token, self._admin_token):
+            if token is None:
+                continue
+            if authorization is not None and hmac.compare_digest(authorization, b"Bearer " + token):
+                return
+            if query_token is not None and hmac.compare_digest(query_token.encode(), token):
+                return
         raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)")
 
     async def refuse(self, send: Send, exc: Exception) -> None:
