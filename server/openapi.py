@@ -50,6 +50,7 @@ _RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 _ERRORS: dict[int, str] = {
     400: "Bad input: a malformed body or path, or a name or value over a named limit (`limit`).",
     401: "Missing or wrong bearer token (only when the node has one).",
+    403: "An admin route asked with the call token: it needs the admin token (`--admin-token`).",
     404: "Unknown class, method or object (`UnknownClass`, `UnknownMethod`, `ObjectNotFound`).",
     406: "The result cannot be written as JSON (bytes, NaN): ask for CBOR (`Accept: application/cbor`).",
     409: "Deadlock: the call would wait on itself.",
@@ -64,6 +65,9 @@ _ERRORS: dict[int, str] = {
 #: statuses by what the route does (see the module docstring)
 _ANY = (500,)
 _AUTH = (401,)
+_ADMIN = (401, 403)  # an admin route: the admin token when the node has one
+#: an admin route's security: the admin token, else (a node without one) the call token, else none
+_ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}, {"bearer": []}, {}]
 _NAMES_OBJECT = (400,)  # a name over its limit
 _NAMES_CLASS = (400, 404)  # ... and a class the App does not have, or an object without storage
 _RUNS_TURN = (503, 504)
@@ -244,6 +248,7 @@ _PATHS: dict[str, dict[str, Any]] = {
     "/v1/objects": {
         "get": {
             "operationId": "list_objects",
+            "security": _ADMIN_SECURITY,
             "summary": "Stored objects of the whole cluster, in (class, name, id) order; wakes none.",
             "parameters": [
                 _param("class", "Only this class.", "query"),
@@ -271,7 +276,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                         }
                     ),
                 ),
-                **_errors(_ANY, _AUTH, _QUERY),
+                **_errors(_ANY, _ADMIN, _QUERY),
             },
         }
     },
@@ -301,6 +306,7 @@ _PATHS: dict[str, dict[str, Any]] = {
     "/v1/cluster/nodes": {
         "get": {
             "operationId": "cluster_nodes",
+            "security": _ADMIN_SECURITY,
             "summary": "Every member with its liveness (as this node sees it) and its objects.",
             "responses": {
                 "200": _ok(
@@ -313,13 +319,14 @@ _PATHS: dict[str, dict[str, Any]] = {
                         }
                     ),
                 ),
-                **_errors(_ANY, _AUTH),
+                **_errors(_ANY, _ADMIN),
             },
         }
     },
     "/v1/objects/{class}/{name}/export": {
         "get": {
             "operationId": "export_object",
+            "security": _ADMIN_SECURITY,
             "summary": "A consistent SQLite snapshot of one object, taken between two of its turns.",
             "parameters": [_CLASS, _NAME],
             "responses": {
@@ -336,20 +343,21 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
                     "content": _json_or_cbor(_object({"owner": _NODE, "location": {"type": "string"}})),
                 },
-                **_errors(_ANY, _AUTH, _NAMES_CLASS, _RUNS_TURN),
+                **_errors(_ANY, _ADMIN, _NAMES_CLASS, _RUNS_TURN),
             },
         }
     },
     "/v1/objects/{class}/{name}": {
         "delete": {
             "operationId": "delete_object",
+            "security": _ADMIN_SECURITY,
             "summary": "Delete the object's storage, on its owner.",
             "parameters": [_CLASS, _NAME],
             "responses": {
                 "200": _ok(
                     "Deleted (or there was nothing to delete).", _object({"deleted": {"const": True}})
                 ),
-                **_errors(_ANY, _AUTH, _NAMES_CLASS, _RUNS_TURN, _FORWARDS),
+                **_errors(_ANY, _ADMIN, _NAMES_CLASS, _RUNS_TURN, _FORWARDS),
             },
         }
     },
@@ -434,12 +442,18 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "schemas": _SCHEMAS,
         "securitySchemes": {
+            "admin": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "`--admin-token`: required on the admin routes (listing, export, delete, "
+                "cluster nodes) when the node has one; the call token then gets 403 there.",
+            },
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "`--auth-token`: required on every route that does not say otherwise "
                 "when the node has one; ignored when it has none.",
-            }
+            },
         },
         "headers": {
             "Retry-After": {"description": "Whole seconds, rounded up.", "schema": {"type": "integer"}}

@@ -65,10 +65,18 @@ def test_only_the_routes_that_need_no_token_declare_no_security() -> None:
     assert declared_open == open_routes
     assert open_routes == {("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json")}
     assert DOCUMENT["security"] == [{"bearer": []}, {}]  # a token only when the node has one
+    admin_routes = {(route.method, _path(route.pattern)) for route in ROUTES if route.admin}
+    assert {p for _, p in admin_routes} == {
+        "/v1/objects", "/v1/cluster/nodes", "/v1/objects/{class}/{name}/export", "/v1/objects/{class}/{name}"
+    }  # fmt: skip
     for method, path, operation in _operations():
-        if (method, path) not in open_routes:
+        if (method, path) in admin_routes:  # the admin token when the node has one (403 for the call token)
+            assert operation["security"] == [{"admin": []}, {"bearer": []}, {}]
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+        elif (method, path) not in open_routes:
             assert "security" not in operation
             assert "401" in operation["responses"], (method, path)
+            assert "403" not in operation["responses"], (method, path)
 
 
 def test_every_websocket_route_is_listed() -> None:
