@@ -254,7 +254,10 @@ _PATHS: dict[str, dict[str, Any]] = {
                 _param("class", "Only this class.", "query"),
                 _param("prefix", "Only names that start with this.", "query"),
                 _param(
-                    "limit", "Objects per page.", "query", {"type": "integer", "minimum": 1, "maximum": 1000}
+                    "limit",
+                    "Objects per page (empty or absent: 100).",
+                    "query",
+                    {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1000}, {"const": ""}]},
                 ),
                 _param(
                     "cursor",

@@ -430,9 +430,15 @@ def _stream_result(what: str, message: dict[str, Any]) -> dict[str, Any]:
     raise EtcdError(f"{what}: etcd sent a message without a result: {message!r:.200}")
 
 
+#: gRPC codes that mean "not now" whatever HTTP status the gateway put on them: CANCELLED (the
+#: gateway's connection to etcd is closing, as when etcd stops), UNAVAILABLE
+_NOT_NOW_CODES = frozenset({1, 14})
+
+
 def _failure(what: str, status: int, message: str, code: object) -> EtcdUnavailable | EtcdError:
-    """5xx and 429 are "not now" (no leader, overloaded, a request that timed out inside etcd)."""
-    if status >= 500 or status == 429:
+    """5xx and 429 are "not now" (no leader, overloaded, a request that timed out inside etcd), and
+    so are the gRPC codes of a connection that is going away (seen when etcd stops mid-watch)."""
+    if status >= 500 or status == 429 or code in _NOT_NOW_CODES or "connection is closing" in message:
         return EtcdUnavailable(f"{what}: etcd cannot serve now: {message}")
     return EtcdError(message, code=code if isinstance(code, int) else None)
 
