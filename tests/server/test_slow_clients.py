@@ -149,3 +149,58 @@ async def _read_to_end(stream: trio.SocketStream) -> bytes:
 
 def _open_sockets(scraped: str) -> float:
     return value(scraped, "actors_websocket_connections")
+
+
+#: connections the crowd test holds open at once (half idle, half sending their headers slowly)
+CROWD = 1000
+
+
+async def test_a_thousand_idle_and_slowloris_connections_leave_a_normal_clients_calls_working(
+    bounded_node: Node, unique: str
+) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < CROWD + 200:  # this test process holds the crowd's sockets (the node raises its own)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, CROWD + 1024), hard))
+    crowd: list[trio.SocketStream] = []
+    took: list[float] = []
+    try:
+        with trio.fail_after(30):
+            for i in range(CROWD):
+                stream = await _connect(bounded_node)
+                if i % 2:  # a slowloris: a request line and the start of a header, never finished
+                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                crowd.append(stream)
+
+        async def drip() -> None:  # keep the slow half trickling while the normal client works
+            while True:
+                for stream in crowd[1::2]:
+                    try:
+                        await stream.send_all(b"a")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                await trio.sleep(0.3)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drip)
+            for i in range(30):  # a normal client's calls, each on a fresh connection
+                started = trio.current_time()
+                reply = await fetch(bounded_node.url, "POST", f"/counter/{unique}/increment")
+                took.append(trio.current_time() - started)
+                assert reply.json() == {"value": i + 1}
+            nursery.cancel_scope.cancel()
+        assert max(took) < 2.0, took  # served at once, not behind the crowd
+        # and the node cuts the crowd off by itself: idle and slow alike, after keep_alive_timeout
+        closed = 0
+        with trio.move_on_after(KEEP_ALIVE_TIMEOUT * 3 + SLACK):
+            for stream in crowd:
+                try:
+                    if await stream.receive_some() == b"":
+                        closed += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    closed += 1
+        assert closed == CROWD
+    finally:
+        for stream in crowd:
+            await trio.aclose_forcefully(stream)
