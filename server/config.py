@@ -87,6 +87,9 @@ class Config:
     #: bytes (characters, for text frames) of frames that may wait for one WebSocket client; past it
     #: the client reads too slowly and is closed with 1013 (and past ``MAX_SEND_QUEUE_FRAMES`` frames)
     max_send_queue_bytes: int = 8 * 1024 * 1024
+    #: WebSockets one node holds at once (object sockets, relayed ones, SDK connections; node links
+    #: are not counted); past it a handshake is refused with 503 Overloaded and ``Retry-After``
+    max_websockets: int = 100_000
     #: seconds a connection may go without a whole request's headers, idle between requests
     #: (keep-alive) or sending them (a slowloris client); then it is closed (hypercorn's own timer)
     keep_alive_timeout: float = 5.0
@@ -149,6 +152,8 @@ class Config:
             raise ValueError("admin_token must differ from auth_token (else it grants nothing apart)")
         if self.max_frame_bytes < 1:
             raise ValueError("max_frame_bytes must be at least 1")
+        if self.max_websockets < 1:
+            raise ValueError("max_websockets must be at least 1")
         if self.max_send_queue_bytes < 1 or self.max_header_bytes < 1:
             raise ValueError("max_send_queue_bytes and max_header_bytes must be at least 1")
         if not 0 < self.keep_alive_timeout < float("inf"):

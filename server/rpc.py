@@ -159,9 +159,17 @@ class Rpc:
             return
         try:
             self._check_handshake(scope)
+            node.websockets.reserve()  # max_websockets counts SDK connections too
         except Exception as exc:
             await node.websockets.refuse(send, exc)
             return
+        try:
+            await self._serve_checked(send, receive)
+        finally:
+            node.websockets.held -= 1
+
+    async def _serve_checked(self, send: Send, receive: Receive) -> None:
+        node = self.node
         metrics = node.metrics
         # No checkpoint since the draining check: close_all cannot miss this connection.
         connection = _Connection(node, send)

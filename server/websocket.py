@@ -23,7 +23,8 @@ carrying the JSON error body of ``errors.py`` (a browser only learns that the co
          query parameter ``?token=<token>`` carries it. The query form exists because browsers
          cannot set headers on a WebSocket; URLs end up in proxy logs, so use the header if you can.
     404  NotFound: no WebSocket route has this path
-    503  ShuttingDown: the node is draining
+    503  ShuttingDown: the node is draining; Overloaded: it holds ``Config.max_websockets`` sockets
+         (object sockets, relays and SDK connections, counted from the handshake; ``Retry-After``)
 
 Then the node accepts, resolves the object id (close 4400 or 4404 if it cannot) and registers the
 socket with ``runtime.sockets.connect``, which runs ``on_connect`` as a turn (close 1011 if it
@@ -195,6 +196,8 @@ class WebSockets:
         #: the cluster (None: one node): sockets for objects another node owns are relayed there
         self.router = router
         self._relays: set[Relay] = set()
+        #: WebSockets held now, counted from their handshake (``reserve``; ``max_websockets``)
+        self.held = 0
         self.config = config
         self.metrics = metrics
         #: set by ``close_all``; new handshakes get 503 from then on
@@ -227,9 +230,31 @@ class WebSockets:
         try:
             handshake = self._check_handshake(scope, segments)
             owner = self._owner_link(scope, handshake)
+            self.reserve()
         except Exception as exc:
             await self.refuse(send, exc)
             return
+        try:
+            await self._serve_checked(handshake, owner, scope, receive, send)
+        finally:
+            self.held -= 1
+
+    def reserve(self) -> None:
+        """Count one more WebSocket held by this node (object sockets, relays, SDK connections), or
+        refuse it with Overloaded (503, ``Retry-After``) at ``max_websockets``; the caller gives it
+        back with ``held -= 1`` when the socket ends (it is counted from before the accept, so
+        handshakes in progress cannot overshoot the bound)."""
+        limit = self.config.max_websockets
+        if self.held >= limit:
+            raise Overloaded(
+                f"the node holds max_websockets ({limit}) WebSockets; try again later or another node",
+                retry_after=1.0,
+            )
+        self.held += 1
+
+    async def _serve_checked(
+        self, handshake: _Handshake, owner: PeerLink | None, scope: Message, receive: Receive, send: Send
+    ) -> None:
         route_name = handshake.route.name
         if owner is not None:
             await self._relay(owner, route_name, scope, receive, send)
