@@ -100,7 +100,7 @@ async def test_concurrent_increments_through_every_node_add_up_and_each_value_is
 
 
 async def test_each_objects_file_exists_on_exactly_one_node_its_owner(cluster: list[Node], unique: str):
-    names = [f"{unique}-{i}" for i in range(12)]
+    names = [name for owner in IDS for name in names_owned_by(cluster, owner, "Counter", unique, 4)]
     for i, name in enumerate(names):
         entry = cluster[i % 3]
         assert (await fetch(entry.url, "POST", f"/counter/{name}/increment")).status == 200
@@ -110,7 +110,7 @@ async def test_each_objects_file_exists_on_exactly_one_node_its_owner(cluster: l
         holders = [node_id for node_id in IDS if list((base / node_id).rglob(f"{hex_id}.sqlite3*"))]
         assert holders == [owner_of(cluster, "Counter", name)], name
     owners = {owner_of(cluster, "Counter", n) for n in names}
-    assert owners == set(IDS)  # the names really spread over all three
+    assert owners == set(IDS)  # the names spread over all three (chosen so)
 
 
 async def test_chat_members_on_different_nodes_get_every_message_once_in_one_seq_order(
@@ -187,8 +187,9 @@ async def test_listing_from_any_node_covers_the_cluster_in_id_order_across_pages
     cluster: list[Node], unique: str
 ):
     prefix = f"list-{unique}"
-    for i in range(9):
-        await fetch(cluster[i % 3].url, "POST", f"/counter/{prefix}-{i}/increment")
+    names = [name for owner in IDS for name in names_owned_by(cluster, owner, "Counter", prefix, 3)]
+    for i, name in enumerate(names):  # three objects on each node, written through every node
+        await fetch(cluster[i % 3].url, "POST", f"/counter/{name}/increment")
     for node in cluster:
         seen, cursor = [], None
         while True:
@@ -201,9 +202,9 @@ async def test_listing_from_any_node_covers_the_cluster_in_id_order_across_pages
             cursor = body["cursor"]
             if cursor is None:
                 break
-        assert [o["name"] for o in seen] == [f"{prefix}-{i}" for i in range(9)]
+        assert [o["name"] for o in seen] == sorted(names)  # the listing's order: class, name, id
         assert [o["node"] for o in seen] == [owner_of(cluster, "Counter", o["name"]) for o in seen]
-        assert len(Tally(o["node"] for o in seen)) == 3
+        assert Tally(o["node"] for o in seen) == {"n1": 3, "n2": 3, "n3": 3}
 
 
 async def test_export_redirects_to_the_owner_and_delete_runs_there(cluster: list[Node], unique: str):
@@ -265,7 +266,9 @@ async def test_actors_objects_lists_the_cluster_from_any_node_and_export_follows
 
     from tests.server.nodes import ENV
 
-    names = [f"cli-{unique}-{i}" for i in range(6)]
+    names = sorted(
+        name for owner in IDS for name in names_owned_by(cluster, owner, "Counter", f"cli-{unique}", 2)
+    )
     for i, name in enumerate(names):
         await fetch(cluster[i % 3].url, "POST", f"/counter/{name}/increment")
 
