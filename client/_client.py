@@ -288,9 +288,18 @@ class Client:
                 for _ in range(self._per_node)
             ]
             pool = self._pools[url] = _Pool(connections)
+            self._name_pool(url, pool)
             for connection in connections:
                 self._nursery.start_soon(connection.serve)
         return pool
+
+    def _name_pool(self, url: str, pool: _Pool) -> None:
+        """Tell ``pool``'s connections which node they reach and whether it is one of several, in
+        which case a down node fails its calls fast (``OwnerUnavailable``)."""
+        nodes = self._cluster.nodes
+        node = next((name for name, node_url in nodes if node_url == url), url)
+        for connection in pool.connections:
+            connection.node, connection.fail_fast = node, len(nodes) > 1
 
     def _welcomed(self, connection: Connection, welcome: wire.Welcome) -> None:
         """Adopt the Welcome's cluster map if it is newer than the one in use."""
@@ -301,9 +310,8 @@ class Client:
         )
         self._cluster = ClusterMap(nodes, welcome.epoch)
         self._only = self._pool(nodes[0][1]) if len(nodes) == 1 else None
-        for node, url in nodes:  # a cluster's down node fails its calls fast (OwnerUnavailable)
-            for each in self._pool(url).connections:
-                each.node, each.fail_fast = node, len(nodes) > 1
+        for url, pool in self._pools.items():  # pools for other nodes open on first use
+            self._name_pool(url, pool)
 
     async def _open(self) -> None:
         """Dial every connection to the seed node at once and wait for their Welcome."""

@@ -182,7 +182,7 @@ class Connection:
     ) -> Any:
         """Send the call once and return its result, or raise (see the module docstring)."""
         table = self._table
-        if self.fail_fast and self._down_since is not None and self._given_up():
+        if self.fail_fast and self._given_up():
             self._demand.set()  # dial in the background: calls work again once the node is back
             raise self._owner_unavailable()
         if self._state is _S.CLOSED or not table.try_acquire():

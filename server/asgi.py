@@ -119,7 +119,7 @@ class Node:
             link = router.link_for(object_id)
             if link is not None:
                 assert object_id.name is not None  # ids without names are not routed over HTTP
-                return await link.call(object_id.cls, object_id.name, method, list(args), kwargs)
+                return await link.call(object_id.cls, object_id.name, method, args, kwargs)
         return await self.runtime.call(object_id, method, tuple(args), kwargs)
 
     async def node_operation(self, operation: str, kwargs: dict[str, Any]) -> Any:

@@ -36,6 +36,7 @@ from client import cli as client_cli
 
 from . import admin_cli, cluster_cli, serve
 from .cluster import ClusterFileError, Membership, load_membership, local
+from .cluster.dial import failure_of
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
 
@@ -311,13 +312,6 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The one exception an exception group from the node's nurseries stands for (or ``exc``)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console script; returns the exit status."""
     parser = _build_parser()
@@ -358,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(_serve_until_signalled, config, membership)
     except Exception as exc:
-        mismatch = _leaf(exc)
+        mismatch = failure_of(exc)
         if isinstance(mismatch, ClusterFileError):  # the stored objects do not match the membership
             print(f"actors serve: {mismatch}", file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-__all__ = ["PEER_SSL_CONTEXT", "open_peer_websocket", "ws_base"]
+__all__ = ["PEER_SSL_CONTEXT", "failure_of", "open_peer_websocket", "ws_base"]
 
 #: bytes read from the socket at once (trio-websocket's default, 4 KiB, is small for batches)
 _RECEIVE_BUFFER_BYTES = 64 * 1024
@@ -90,7 +90,7 @@ async def open_peer_websocket(
                 failure = exc
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # the reader task failed: mostly a refused handshake
-        failure = _first(group)
+        failure = failure_of(group)
     finally:
         await trio.aclose_forcefully(stream)
     if failure is not None:
@@ -106,10 +106,10 @@ async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], timeout: flo
         raise cause if isinstance(cause, OSError) else OSError(f"TLS handshake failed: {exc!r}") from None
 
 
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in group.exceptions:
-        while isinstance(exc, BaseExceptionGroup):
-            exc = _first(exc)
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return group.exceptions[0]
+def failure_of(exc: BaseException) -> BaseException:
+    """The exception an exception group (from trio's nurseries) stands for: its first one, depth
+    first, that is not ``trio.Cancelled``; ``exc`` itself if it is not a group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [failure_of(inner) for inner in exc.exceptions]
+    return next((leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)), leaves[0])

@@ -28,7 +28,7 @@ import enum
 import hmac
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -40,7 +40,7 @@ from actors.errors import ActorError, InvalidArgument, OwnerLost, OwnerUnavailab
 from actors.wire import MAX_FRAMES_PER_MESSAGE, Error, Result
 
 from . import handshake
-from .dial import open_peer_websocket
+from .dial import failure_of, open_peer_websocket
 from .handshake import Auth, HandshakeRefused
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class PeerLink:
         cls: str,
         name: str,
         method: str,
-        args: list[Any] | tuple[Any, ...] = (),
+        args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
@@ -196,7 +196,7 @@ class PeerLink:
             retry_after=1.0,
         )
 
-    def _fail_all(self) -> None:
+    def _lose_written(self) -> None:
         """The connection broke: written calls lost (OwnerLost), unwritten ones wait or fail."""
         lost = OwnerLost(
             f"the link to node {self.peer.id} dropped before the reply; the call may or may not have run"
@@ -234,7 +234,7 @@ class PeerLink:
                     self.reached.set()
                     await self._serve(ws)
             except Exception as exc:  # a link never takes the node down: it is dropped and redialled
-                failure = _leaf(exc)
+                failure = failure_of(exc)
                 self._lost(failure)
                 if isinstance(failure, HandshakeRefused) or _refused(failure):
                     backoff = REFUSED_REDIAL_SECONDS
@@ -248,7 +248,7 @@ class PeerLink:
 
     def _lost(self, exc: BaseException | None) -> None:
         was_up = self.state is LinkState.UP
-        self._fail_all()
+        self._lose_written()
         if was_up:
             log.warning(
                 "peer link down",
@@ -368,13 +368,6 @@ _LINK_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The failure an exception group (from the link's nurseries) stands for."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = next((e for e in exc.exceptions if not isinstance(e, trio.Cancelled)), exc.exceptions[0])
-    return exc
 
 
 def _refused(exc: BaseException | None) -> bool:

@@ -28,6 +28,7 @@ from tests.server.nodes import (
     _read_url_blocking,
     command,
     fetch,
+    stop_process,
 )
 
 SECRET = "test-cluster-secret-0123456789"
@@ -148,10 +149,7 @@ class Cluster:
     async def start(self, node_id: str, *, cluster_file: Path | None = None) -> Node:
         old = self.processes.pop(node_id, None)
         if old is not None:  # a node started again: reap the old process first
-            with trio.fail_after(STOP_TIMEOUT):
-                await old.wait()
-            if old.stdout is not None:
-                await old.stdout.aclose()
+            await stop_process(old)
         log_path = self.base / f"{node_id}.log"
         with log_path.open("ab") as log:
             argv = node_command(
@@ -177,19 +175,11 @@ class Cluster:
             return await process.wait()
 
     async def close(self) -> None:
-        with trio.CancelScope(shield=True):
-            for process in self.processes.values():
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in self.processes.values():
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    with trio.move_on_after(STOP_TIMEOUT):
-                        await process.wait()
-                if process.stdout is not None:
-                    await process.stdout.aclose()
+        for process in self.processes.values():  # every node drains at once
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            await stop_process(process)
 
 
 @asynccontextmanager

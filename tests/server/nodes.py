@@ -248,17 +248,23 @@ async def open_node(data_dir: Path, *flags: str, token: str | None = None) -> As
             url = await _read_url(process, log_path)
         yield Node(url, process, log_path, token)
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
+        await stop_process(process)
+
+
+async def stop_process(process: trio.Process) -> None:
+    """SIGTERM (a node drains; a second one is ignored), SIGKILL after STOP_TIMEOUT; closes stdout.
+    Shielded: it runs in ``finally`` blocks of tests being cancelled."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(STOP_TIMEOUT):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            with trio.move_on_after(STOP_TIMEOUT):
+                await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
 
 
 async def _read_url(process: trio.Process, log_path: Path) -> str:
