@@ -177,16 +177,22 @@ class OwnerUnavailable(WorldError):
     """The node that owns the object cannot be reached (down, or not reached yet); the call did not run.
 
     ``node`` names the owner; ``retry_after`` is a hint in seconds. Only that node's objects fail
-    this way: every other object keeps working.
+    this way: every other object keeps working. ``epoch`` (when not 0) is the membership epoch under
+    which the sender of this error decided: a node refusing a call for an object it does not own
+    says so, and a caller holding an older epoch adopts the newer membership and routes again.
     """
 
-    def __init__(self, message: str, *, node: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, *, node: str, retry_after: float = 1.0, epoch: int = 0) -> None:
         super().__init__(message)
         self.node = node
         self.retry_after = retry_after
+        self.epoch = epoch
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "node": self.node, "retry_after": self.retry_after}
+        body = {**super().to_dict(), "node": self.node, "retry_after": self.retry_after}
+        if self.epoch:
+            body["epoch"] = self.epoch
+        return body
 
 
 class OwnerLost(WorldError):
@@ -277,8 +283,12 @@ def error_from_wire(body: dict[str, Any]) -> ActorError:
     if type_ == "InternalError":
         return InternalError(message)
     if type_ == "OwnerUnavailable":
+        epoch = body.get("epoch", 0)
         return OwnerUnavailable(
-            message, node=str(body.get("node", "")), retry_after=_seconds(body.get("retry_after"))
+            message,
+            node=str(body.get("node", "")),
+            retry_after=_seconds(body.get("retry_after")),
+            epoch=epoch if type(epoch) is int and epoch > 0 else 0,
         )
     if type_ == "ActivationFailed":
         return ActivationFailed(message)
