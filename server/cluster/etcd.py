@@ -9,7 +9,8 @@ Guarantees
   it returns. Revisions grow with every write to the whole etcd, not only under this prefix.
 - **``put_if`` is a compare-and-swap** (one etcd transaction): it writes only if the key's
   ``mod_revision`` is still ``expected_mod_revision`` (None or 0: only if the key is absent). Of
-  concurrent ``put_if`` calls that expect the same revision, at most one succeeds.
+  concurrent ``put_if`` calls that expect the same revision, at most one succeeds. ``txn`` is the
+  same over several keys, putting and deleting several keys in one revision.
 - **Leases.** A key put with a lease is deleted when the lease is revoked, or when it expires: about
   its TTL after the last keep-alive reached etcd's leader, never sooner (see below).
 - **Watches.** ``open_watch`` yields every change under a prefix from ``start_revision`` on, in
@@ -69,7 +70,7 @@ import binascii
 import json
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -222,6 +223,28 @@ class Etcd:
         }
         request = {"compare": [compare], "success": [{"request_put": self._put_request(key, value, lease)}]}
         reply = await self._call("kv/txn", request)
+        return bool(reply.get("succeeded", False)), _revision(reply)
+
+    async def txn(
+        self,
+        compare: Mapping[str, int],
+        *,
+        put: Mapping[str, bytes] | None = None,
+        delete: Sequence[str] = (),
+    ) -> tuple[bool, int]:
+        """Writes every ``put`` and deletes every ``delete`` (absent keys are no error), all in one
+        revision, only if every key of ``compare`` still has that ``mod_revision`` (0: only if it is
+        absent). Returns whether it did, and the revision (the writes' on success, etcd's current
+        one otherwise). A key may not be both put and deleted (``EtcdError``)."""
+        compares = [
+            {"key": self._key(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+            for key, revision in compare.items()
+        ]
+        writes: list[dict[str, Any]] = [
+            {"request_put": self._put_request(key, value, None)} for key, value in (put or {}).items()
+        ]
+        writes += [{"request_delete_range": {"key": self._key(key)}} for key in delete]
+        reply = await self._call("kv/txn", {"compare": compares, "success": writes})
         return bool(reply.get("succeeded", False)), _revision(reply)
 
     async def grant_lease(self, ttl_seconds: int) -> int:

@@ -323,3 +323,19 @@ async def test_every_call_to_a_hung_etcd_raises_etcd_unavailable_within_the_time
             assert SHORT <= trio.current_time() - start < SHORT + 0.2, name
         with pytest.raises(EtcdUnavailable):
             await etcd.get_prefix()
+
+
+async def test_txn_writes_and_deletes_several_keys_in_one_revision_only_if_every_compare_holds(etcd: Etcd):
+    first = await etcd.put("a", b"1")
+    await etcd.put("gone", b"x")
+    assert await etcd.txn({"a": first, "b": 1}, put={"c": b"3"}) == (False, first + 1)
+    assert await etcd.get("c") is None
+    succeeded, revision = await etcd.txn(
+        {"a": first, "b": 0}, put={"a": b"2", "b": b"2"}, delete=["gone", "x"]
+    )
+    assert succeeded
+    values, _ = await etcd.get_prefix()
+    assert [(kv.key, kv.value, kv.mod_revision) for kv in values] == [
+        ("a", b"2", revision),
+        ("b", b"2", revision),
+    ]
