@@ -1,14 +1,22 @@
-"""The history checkers catch every violation they name (hand-made histories) and pass correct ones."""
+"""The history checkers catch every violation they name (hand-made histories), pass correct ones, and
+the load generator records a real node's calls so that they pass."""
 
 from __future__ import annotations
 
 import json
+import time
+from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
 from actors import ObjectId
+from actors.errors import CallTimeout, InvalidArgument, ObjectReset, OwnerLost, OwnerUnavailable
+from client import ConnectionLost, ReplyTimeout, Unreachable
 from server.rooms import Counter
+from tests.server.nodes import open_node
 
 from .history import (
     MAX_REPORTED,
@@ -21,6 +29,8 @@ from .history import (
     object_hex,
     parse_object_events,
 )
+from .load import classify_exception, classify_reply, final_values, run_load
+from .processes import open_cluster
 
 OK, FAILED, UNKNOWN = Outcome.OK, Outcome.FAILED, Outcome.UNKNOWN
 
@@ -216,3 +226,115 @@ def test_object_hex_is_the_id_the_server_gives_a_name() -> None:
     assert object_hex("Counter", "home") == ObjectId.from_name("Counter", "home").hex
     assert object_hex(Counter, "home") == object_hex("Counter", "home")
     assert len(object_hex("Counter", "home")) == 64
+
+
+#### Outcomes
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (200, {"value": 7}, OK),
+        (503, {"error": {"type": "OwnerUnavailable"}}, FAILED),
+        (503, {"error": {"type": "Overloaded"}}, FAILED),
+        (503, {"error": {"type": "ShuttingDown"}}, FAILED),
+        (400, {"error": {"type": "InvalidArgument"}}, FAILED),
+        (504, {"error": {"type": "CallTimeout"}}, FAILED),
+        (503, {"error": {"type": "ObjectReset"}}, UNKNOWN),
+        (502, {"error": {"type": "OwnerLost"}}, UNKNOWN),
+        (500, {"error": {"type": "InternalError"}}, UNKNOWN),
+        (200, {"result": 7}, UNKNOWN),
+    ],
+)
+def test_http_replies_are_classified_by_whether_the_call_may_have_run(
+    status: int, body: object, outcome: Outcome
+) -> None:
+    assert classify_reply(status, json.dumps(body).encode())[0] is outcome
+
+
+def test_a_reply_that_is_not_json_is_unknown() -> None:
+    assert classify_reply(502, b"<html>bad gateway</html>") == (UNKNOWN, None, "502 ?")
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (httpx.ConnectError("refused"), FAILED),
+        (httpx.ConnectTimeout("slow"), FAILED),
+        (httpx.ReadTimeout("slow"), UNKNOWN),
+        (httpx.RemoteProtocolError("Server disconnected"), UNKNOWN),
+        (httpx.ReadError("reset"), UNKNOWN),
+        (OwnerUnavailable("down", node="n2"), FAILED),
+        (CallTimeout("late"), FAILED),
+        (InvalidArgument("bad"), FAILED),
+        (Unreachable("no route"), FAILED),
+        (OwnerLost("link dropped"), UNKNOWN),
+        (ObjectReset("commit failed"), UNKNOWN),
+        (ConnectionLost("dropped"), UNKNOWN),
+        (ReplyTimeout("no reply"), UNKNOWN),
+        (trio.TooSlowError(), UNKNOWN),
+    ],
+)
+def test_exceptions_are_classified_by_whether_the_call_may_have_run(
+    exc: BaseException, outcome: Outcome
+) -> None:
+    assert classify_exception(exc)[0] is outcome
+
+
+#### The load generator against a real node
+
+
+async def test_a_load_against_a_real_node_records_every_call_and_passes_the_checks(tmp_path: Path) -> None:
+    names = [f"smoke-{i}" for i in range(4)]
+    history = History()
+    async with open_node(tmp_path / "node") as node:
+        stop = trio.Event()
+        counts: dict[str, int] = {}
+
+        async def load() -> None:
+            counts.update(
+                await run_load(history, http_urls=[node.url], sdk_url=node.url, names=names, stop=stop)
+            )
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(load)
+                await trio.sleep(1.5)
+                stop.set()
+            finals = await final_values([node.url], names, deadline=10)
+    assert counts == {"ok": len(history.ops), "failed": 0, "unknown": 0}
+    assert history.counts() == counts
+    assert {op.client for op in history.ops} == {"http-0-0", "http-0-1", "sdk-0", "sdk-1"}
+    assert {op.kind for op in history.ops} == {"increment", "read"}
+    assert check_counters(history, finals) == []
+    assert sum(finals.values()) == sum(op.kind == "increment" for op in history.ops)
+
+
+async def test_a_load_through_a_cluster_losing_a_node_passes_the_checks(tmp_path: Path) -> None:
+    """The template of an end-to-end test: load through every node and the SDK, SIGKILL a node,
+    restart it, read the final values, check the history and the nodes' logs."""
+    history = History()
+    killed_at: dict[str, list[float]] = {"n2": []}  # wall clock, just after each SIGKILL
+    async with open_cluster(tmp_path, 2, "--log-format", "json") as cluster:
+        urls = [cluster.url(i) for i in cluster.ids]
+        names = [f"moving-{i}" for i in range(6)]
+        stop = trio.Event()
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(run_load, history, http_urls=urls, sdk_url=urls[0], names=names, stop=stop)
+                )
+                await trio.sleep(0.5)
+                cluster.kill("n2")
+                killed_at["n2"].append(time.time())
+                await trio.sleep(0.5)
+                await cluster.start("n2")
+                await trio.sleep(0.5)
+                stop.set()
+            finals = await final_values(urls, names, deadline=10)
+        logs = [cluster.base / f"{node_id}.log" for node_id in cluster.ids]
+    assert check_counters(history, finals) == []
+    assert check_single_writer(parse_object_events(logs), killed_at) == []
+    counts = history.counts()
+    assert counts["ok"] > 0
+    assert counts["failed"] + counts["unknown"] > 0, counts  # the kill was seen (n2's callers at least)
