@@ -1,12 +1,19 @@
-"""``actors cluster nodes``: the members of the cluster a node belongs to, as that node sees them.
+"""``actors cluster``: the members of a cluster, through one of its nodes or from etcd directly.
 
     actors cluster nodes [--url URL] [--json]
+    actors cluster nodes --etcd URL [--etcd-prefix P] [--json]
+    actors cluster leave NODE --etcd URL [--wait SECONDS]
+    actors cluster remove NODE --etcd URL --discard-data [--force]
 
-One line per member: id, URL, ``up`` or ``down`` (the asking node's link to it), objects with storage
+``nodes --url`` (the default when neither ``--etcd`` nor ``ACTORS_ETCD`` is given) asks a node: one
+line per member: id, URL, ``up`` or ``down`` (the asking node's link to it), objects with storage
 and objects in memory, tab-separated, then a last line with the epoch; ``--json`` prints the node's
 ``GET /v1/cluster/nodes`` reply as it is. A member that could not answer shows ``?`` for its counts
 and its error on stderr. Exit status as ``actors objects``: 0, 2 usage, 3 the node answered with an
 error, 4 unreachable.
+
+The ``--etcd`` forms read and change the membership in etcd: ``cluster_etcd_cli.py`` says what they
+print and their exit statuses.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from . import cluster_etcd_cli
 from .admin_cli import EXIT_OK, Failure, RemoteError, connection_options, node_from_args
 
 __all__ = ["add_cluster_parser", "run"]
@@ -25,20 +33,89 @@ __all__ = ["add_cluster_parser", "run"]
 def add_cluster_parser(commands: Any) -> None:
     cluster = commands.add_parser(
         "cluster",
-        help="inspect the cluster a node belongs to",
-        description="Inspect the cluster through one of its nodes (any node: each sees every member).",
+        help="inspect and change the members of a cluster",
+        description="Inspect the cluster through one of its nodes (any node: each sees every member), "
+        "or read and change its membership in etcd (--etcd).",
     )
     verbs = cluster.add_subparsers(dest="verb", metavar="VERB", required=True)
+    etcd = _etcd_options()
     nodes = verbs.add_parser(
         "nodes",
-        parents=[connection_options()],
-        help="list the members, their liveness and objects",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        parents=[connection_options(), etcd],
+        help="list the members, their liveness (and objects, from a node)",
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    nodes.add_argument("--json", action="store_true", help="the node's JSON reply as it is")
+    nodes.add_argument("--json", action="store_true", help="JSON: the node's reply as it is, or etcd's view")
+
+    leave = verbs.add_parser(
+        "leave",
+        parents=[etcd],
+        help="move a member's objects to the others, then drop it (etcd)",
+        description="Mark NODE leaving: it owns nothing from the new epoch on and hands its objects to "
+        "the other members, then removes itself. Waits until it is gone, printing progress. Exit: 0 "
+        "gone, 2 refused, 4 etcd unreachable, 5 still there after --wait.",
+    )
+    leave.add_argument("node", metavar="NODE")
+    leave.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="wait at most this long (0: do not wait; default: until it is gone)",
+    )
+
+    remove = verbs.add_parser(
+        "remove",
+        parents=[etcd],
+        help="drop a member now, giving its objects away empty (etcd)",
+        description="Drop NODE from the members at once. Its objects live on its disk and are given "
+        "away: they start empty on the other members, and the id may never join again. Use leave to "
+        "move them instead. Exit: 0 removed, 2 refused, 4 etcd unreachable.",
+    )
+    remove.add_argument("node", metavar="NODE")
+    remove.add_argument(
+        "--discard-data", action="store_true", help="required: say that NODE's objects are given away empty"
+    )
+    remove.add_argument("--force", action="store_true", help="remove NODE even while it is up")
+    for verb in (leave, remove):
+        verb.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_ETCD_TIMEOUT,
+            metavar="SECONDS",
+            help=f"bound on each etcd request (default {DEFAULT_ETCD_TIMEOUT:g})",
+        )
+
+
+#: seconds one etcd request may take (``leave``, ``remove``; ``nodes`` has the node's ``--timeout``)
+DEFAULT_ETCD_TIMEOUT = 5.0
+
+
+def _etcd_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--etcd", metavar="URL", help="etcd's client URL, http://host:2379 (env ACTORS_ETCD)"
+    )
+    options.add_argument(
+        "--etcd-prefix",
+        metavar="PREFIX",
+        help="the cluster's keys in etcd (env ACTORS_ETCD_PREFIX; default /actors/)",
+    )
+    return options
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.verb != "nodes" or cluster_etcd_cli.etcd_requested(args, environ):
+        return cluster_etcd_cli.run(args, environ)
     try:
         reply = node_from_args(args, environ).json("GET", "/v1/cluster/nodes")
         if args.json:
