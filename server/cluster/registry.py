@@ -146,7 +146,8 @@ class Registry:
         MembershipRefused if it is still active. With ``discard_data`` (an operator giving its
         objects away empty) it also writes the tombstone ``removed/<id>`` (``by``: who, for the
         record), in the same transaction; MembershipRefused if it is the last active member.
-        Removing an id that is already gone changes nothing (the view is returned).
+        Removing an id that is already gone changes nothing (the view is returned), except that
+        with ``discard_data`` an id that was never removed so (no tombstone) is MembershipRefused.
         """
         tombstone_key = f"removed/{node_id}"
 
