@@ -10,6 +10,16 @@ Guarantees
 - Deterministic choice: caller ``k`` picks counters and kinds from ``random.Random`` seeded with its
   id, so a failing run can be replayed with the same sequence of calls per caller.
 
+Use (a whole end-to-end test is ``test_history.py``'s last test)::
+
+    history, stop = History(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        load = partial(run_load, history, http_urls=urls, sdk_url=urls[0], names=names, stop=stop)
+        nursery.start_soon(load)
+        ...  # change the membership, kill nodes (note time.time() just after each kill)
+        stop.set()
+    assert check_counters(history, await final_values(urls, names)) == []
+
 Outcomes (``classify_reply``, ``classify_exception``): FAILED only when the call provably never ran
 (refused before reaching the object: ``OwnerUnavailable``, ``Overloaded``, ``ShuttingDown``,
 ``CallTimeout`` — its writes are never applied —, a 4xx, a connection refused or not made, the
@@ -176,7 +186,7 @@ async def _http_caller(load: _Load, caller: str, url: str) -> None:
                     reply = await http.get(path)
                 else:
                     reply = await http.post(path + "/increment")
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # every failure is recorded, none ends the load
                 outcome, detail = classify_exception(exc)
                 return outcome, None, f"{detail} via {url}"
             outcome, value, detail = classify_reply(reply.status_code, reply.content)
@@ -212,7 +222,11 @@ async def _open_sdk(stack: AsyncExitStack, url: str, load: _Load) -> Client | No
         try:
             return await stack.enter_async_context(connect(url, timeout=load.timeout))
         except (Unreachable, OSError):
-            await trio.sleep(BACKOFF_SECONDS)
+            pass
+        except Rejected as exc:
+            if exc.status != 503:  # a wrong token or URL: no later attempt would do better
+                raise
+        await trio.sleep(BACKOFF_SECONDS)  # the node is down or draining (a restart under way)
     return None
 
 

@@ -284,6 +284,33 @@ def test_exceptions_are_classified_by_whether_the_call_may_have_run(
 #### The load generator against a real node
 
 
+async def test_calls_without_an_answer_are_unknown_and_a_call_cut_off_by_cancellation_is_recorded() -> None:
+    connections: list[trio.SocketStream] = []
+    third = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        connections.append(stream)  # a timed-out call's connection is closed: one per call
+        if len(connections) == 3:
+            third.set()
+        await trio.sleep_forever()  # reads nothing, answers nothing
+
+    history = History()
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
+        nursery.start_soon(
+            partial(run_load, history, http_urls=[url], sdk_url=None, names=["c"],
+                    stop=trio.Event(), callers_per_url=1, timeout=0.2)
+        )  # fmt: skip
+        with trio.fail_after(10):
+            await third.wait()  # the third call is in flight
+        nursery.cancel_scope.cancel()  # run_load and the server
+    first, second, cut_off = history.ops
+    assert (first.outcome, first.detail) == (UNKNOWN, f"ReadTimeout via {url}")
+    assert (second.outcome, second.detail) == (UNKNOWN, f"ReadTimeout via {url}")
+    assert (cut_off.outcome, cut_off.detail) == (UNKNOWN, "cancelled")
+
+
 async def test_a_load_against_a_real_node_records_every_call_and_passes_the_checks(tmp_path: Path) -> None:
     names = [f"smoke-{i}" for i in range(4)]
     history = History()
