@@ -154,6 +154,10 @@ class ClusterMap:
         """``(node, url)`` of the node that owns ``object_hex``; ValueError if the map has no node."""
         return self._owners[int(object_hex[:4], 16)]
 
+    def slots_of(self, node: str) -> list[int]:
+        """The slots (``0..SLOTS-1``; an id's slot is its first 16 bits) that ``node`` owns."""
+        return [slot for slot, owner in enumerate(self._owners) if owner[0] == node]
+
     @functools.cached_property
     def _owners(self) -> tuple[tuple[str, str], ...]:
         # the first (name, url) listed for a name wins, as before

@@ -177,6 +177,8 @@ class CallTable:
         self.deadlines = DeadlineHeap()
         #: calls in the last message ``next_message`` made
         self.last_message_calls = 0
+        #: a Welcome after the first one is a newer cluster map (the membership changed)
+        self.on_map: Callable[[wire.Welcome], None] | None = None
         self._next_id = 1
 
     def next_id(self) -> int:
@@ -271,6 +273,9 @@ class CallTable:
         for frame in wire.decode(data):
             if type(frame) is wire.Result:
                 self.resolve(frame.id, outcome.Value(frame.value))
+            elif type(frame) is wire.Welcome:
+                if self.on_map is not None:
+                    self.on_map(frame)
             else:
                 self.resolve(*_reply_error(frame))
 

@@ -146,6 +146,7 @@ class Connection:
         #: the caller's cap; the node's Welcome may lower it
         self._limit = max_in_flight or DEFAULT_MAX_IN_FLIGHT
         self._table = CallTable(self._limit)
+        self._table.on_map = lambda welcome: self._on_welcome(self, welcome)
         self._max_message_bytes = 1024 * 1024
         #: the writer task while it is parked waiting for calls
         self._writer_parked: trio.lowlevel.Task | None = None

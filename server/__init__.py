@@ -29,11 +29,17 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from actors import App, DurableObject, open_runtime
+from actors import App, DurableObject, Runtime, open_runtime
 
 from .asgi import Node
 from .cluster import Cluster, ClusterFileError, Membership, load_membership
 from .cluster.dial import PEER_SSL_CONTEXT
+from .cluster.etcd import open_etcd
+from .cluster.etcd_member import EtcdMember
+from .cluster.handoff import Mover, Receiver
+from .cluster.liveness import LeaseSettings
+from .cluster.membership import SECRET_VARIABLE
+from .cluster.settle import ClusterGate, slot_of
 from .config import Config
 from .metrics import Metrics
 from .rooms import rooms_app
@@ -54,6 +60,7 @@ async def serve(
     config: Config,
     *,
     membership: Membership | None = None,
+    cluster_secret: bytes | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -63,7 +70,10 @@ async def serve(
     ``ClusterFileError`` (a ValueError) for a bad ``config.cluster`` file, and OSError if the address
     cannot be bound; the runtime is closed again in every case. With ``membership`` (or
     ``config.cluster``) the node joins that cluster: it keeps a link to every peer and forwards
-    calls for the objects it does not own.
+    calls for the objects it does not own. With ``config.etcd`` the membership comes from etcd
+    (``cluster_secret`` is the cluster's secret): the node joins, follows every change, hands off
+    the objects that belong elsewhere, and returns once it has left the cluster (``actors cluster
+    leave``) or was removed; ``MembershipRefused`` if it may not join.
     """
     rooms = rooms_app(ratelimit_limit=config.ratelimit_limit, ratelimit_period=config.ratelimit_period)
     app = load_app(config.app, rooms=rooms)
@@ -76,7 +86,17 @@ async def serve(
         cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
     peer_tls = PEER_SSL_CONTEXT.set(config.peer_ssl_context())  # this node's dials, links and relays
     try:
-        await _serve(config, app, metrics, cluster, shutdown_trigger, task_status)
+        if config.etcd is None:
+            await _serve(config, app, metrics, cluster, shutdown_trigger, task_status)
+            return
+        if cluster_secret is None:
+            raise ClusterFileError(f"--etcd needs the cluster secret in {SECRET_VARIABLE}")
+        async with open_etcd(config.etcd, prefix=config.etcd_prefix) as etcd:
+            assert config.node_id is not None  # (Config checks both)
+            assert config.advertise_url is not None
+            lease = LeaseSettings(config.lease_ttl, config.lease_margin)
+            member = EtcdMember(etcd, config.node_id, config.advertise_url, cluster_secret, lease)
+            await _serve(config, app, metrics, None, shutdown_trigger, task_status, member)
     finally:
         PEER_SSL_CONTEXT.reset(peer_tls)
 
@@ -88,18 +108,38 @@ async def _serve(
     cluster: Cluster | None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None,
     task_status: trio.TaskStatus[list[str]],
+    member: EtcdMember | None = None,
 ) -> None:
     async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
-        if cluster is not None:
+        extra: list[Callable[[], Awaitable[None]]] = []
+        if member is not None:
+            cluster = await _join(config, runtime, metrics, member)
+        elif cluster is not None:
             cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
         node = Node(runtime, config, metrics, cluster)
+        if config.log_objects:
+            router = cluster
+            metrics.object_log = lambda: (node.node_name, 0 if router is None else router.epoch)
+        if member is not None:
+            assert cluster is not None
+            node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, extra)
+            cluster.listen(lambda old, new: node.rpc.map_changed())
         links = trio.CancelScope()
 
         async def trigger() -> None:
-            if shutdown_trigger is None:
-                await trio.sleep_forever()
-            else:
-                await shutdown_trigger()
+            async with trio.open_nursery() as waiting:
+                if member is not None:
+
+                    async def left() -> None:
+                        await member.done.wait()
+                        waiting.cancel_scope.cancel()
+
+                    waiting.start_soon(left)
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                else:
+                    await shutdown_trigger()
+                waiting.cancel_scope.cancel()
             node.begin_drain()
             log.info("shutting down: draining", extra={"event": "draining"})
 
@@ -117,7 +157,7 @@ async def _serve(
         async def run_links() -> None:
             with links:
                 if cluster is not None:
-                    await cluster.run()
+                    await cluster.run(*extra)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_links)
@@ -131,6 +171,52 @@ async def _serve(
         node.draining = True
         log.info("stopped accepting; closing the runtime", extra={"event": "closing"})
     log.info("stopped", extra={"event": "stopped"})
+
+
+async def _join(config: Config, runtime: Runtime, metrics: Metrics, member: EtcdMember) -> Cluster:
+    """Join the etcd membership (publishing the slots of the objects stored here first)."""
+    stored = await trio.to_thread.run_sync(runtime.stored_ids)
+    membership = await member.join({slot_of(hex_id) for hex_id in stored})
+    _check_scheme(config, membership)
+    cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
+    cluster.source = member
+    return cluster
+
+
+def _handoff_parts(
+    cluster: Cluster,
+    runtime: Runtime,
+    member: EtcdMember,
+    config: Config,
+    extra: list[Callable[[], Awaitable[None]]],
+) -> tuple[Mover, Receiver]:
+    """The mover, the receiver and the gate of a node in an etcd membership, and their tasks."""
+    metrics = cast("Metrics", runtime.hooks)
+    mover = Mover(
+        cluster, runtime, metrics, rate=config.handoff_rate, max_message_bytes=config.max_frame_bytes
+    )
+    receiver = Receiver(cluster, runtime, metrics)
+    gate = ClusterGate(cluster, runtime.holds, mover.moving, member.liveness)
+    gate.set_published(frozenset(), initial=True)  # nothing activates before our holds are in etcd
+    runtime.set_gate(gate)
+    cluster.ready_checks.append(lambda: gate.published_once and member.liveness.writable)
+    liveness = member.liveness
+
+    def gauges() -> tuple[int, int, bool, float]:
+        left = max(0.0, liveness.fence_at - trio.current_time())
+        return cluster.epoch, len(mover.remaining) + len(mover.moving), not liveness.writable, left
+
+    metrics.cluster_gauges = gauges
+    cluster.listen(mover.membership_changed)
+
+    def live_slots() -> set[int]:
+        return {slot_of(hex_id) for hex_id in runtime.live_ids()}
+
+    async def follow() -> None:
+        await member.run(cluster, gate, mover, live_slots)
+
+    extra.extend([mover.run, follow])
+    return mover, receiver
 
 
 def _check_scheme(config: Config, membership: Membership) -> None:

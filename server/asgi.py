@@ -36,11 +36,13 @@ import trio
 
 from actors.errors import ActorError, InvalidArgument
 from actors.placement import ClusterMap
+from actors.wire import Call
 
 from . import codec, http
 from .cluster import operations
 from .cluster.accept import serve_peer
 from .cluster.links import PEER_PATH
+from .cluster.router import routed_call
 from .errors import Forbidden, Unauthorized, body_too_large, error_reply
 from .rpc import RPC_PATH, Rpc
 from .websocket import WebSockets
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from actors import ObjectId, Runtime
 
     from .cluster import Cluster
+    from .cluster.handoff import Mover, Receiver
     from .config import Config
     from .metrics import Metrics
 
@@ -80,6 +83,9 @@ class Node:
         self.runtime = runtime
         #: the cluster this node belongs to (None: a single node that owns every object)
         self.router = cluster
+        #: with etcd membership: hands objects stored here to their new owners, and receives them
+        self.mover: Mover | None = None
+        self.receiver: Receiver | None = None
         self.config = config
         self.metrics = metrics
         #: set when shutdown begins; /readyz answers 503 from then on
@@ -96,13 +102,17 @@ class Node:
         """Name this node in the cluster map, now that ``bound_url`` is known (``serve`` calls it
         with hypercorn's URL, which has the real port when ``Config.port`` is 0)."""
         #: this node's name and base URL, as clients see them (Welcome, /v1/cluster)
-        if self.router is not None:  # names and URLs come from the cluster file
+        if self.router is not None:  # names and URLs come from the membership
             self.node_name, self.url = self.router.self_id, self.router.membership.me.url
-            self.cluster = self.router.map
             return
         self.node_name, self.url = self.config.cluster_node(bound_url)
         #: the cluster as clients see it: one node, epoch 0
-        self.cluster = ClusterMap(((self.node_name, self.url),))
+        self._single = ClusterMap(((self.node_name, self.url),))
+
+    @property
+    def cluster(self) -> ClusterMap:
+        """The cluster map in force (it changes with an etcd membership)."""
+        return self._single if self.router is None else self.router.map
 
     @property
     def ready(self) -> bool:
@@ -115,12 +125,11 @@ class Node:
     ) -> Any:
         """Call ``method`` on the object wherever it lives: here, or forwarded to its owner."""
         router = self.router
-        if router is not None:
-            link = router.link_for(object_id)
-            if link is not None:
-                assert object_id.name is not None  # ids without names are not routed over HTTP
-                return await link.call(object_id.cls, object_id.name, method, args, kwargs)
-        return await self.runtime.call(object_id, method, tuple(args), kwargs)
+        if router is None:
+            return await self.runtime.call(object_id, method, tuple(args), kwargs)
+        assert object_id.name is not None  # ids without names are not routed over HTTP
+        call = Call(0, object_id.cls, object_id.name, method, list(args), dict(kwargs or {}))
+        return await routed_call(router, self.runtime, object_id, call)
 
     async def node_operation(self, operation: str, kwargs: dict[str, Any]) -> Any:
         """A peer asks for this node's part of a cluster-wide operation (``cluster/operations.py``)."""

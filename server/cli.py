@@ -37,6 +37,8 @@ from client import cli as client_cli
 from . import admin_cli, cluster_cli, serve
 from .cluster import ClusterFileError, Membership, load_membership, local
 from .cluster.dial import failure_of
+from .cluster.membership import MIN_SECRET_BYTES, SECRET_VARIABLE
+from .cluster.registry import MembershipRefused
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
 
@@ -83,6 +85,11 @@ class _Option:
     @property
     def flag(self) -> str:
         return "--" + self.field.replace("_", "-")
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Shorter spellings: ``--advertise`` (``ACTORS_ADVERTISE``) for ``--advertise-url``."""
+        return ("--advertise",) if self.field == "advertise_url" else ()
 
     @property
     def env(self) -> str:
@@ -142,6 +149,7 @@ _OPTIONS = (
     _Option("log_level", str, "log level", choices=LOG_LEVELS),
     _Option("log_format", str, "one line per event as key=value text or JSON", choices=LOG_FORMATS),
     _Option("debug", _bool, "send user tracebacks in error replies (never on a public node)"),
+    _Option("log_objects", _bool, "log each object's file opening and closing, with the epoch"),
     _Option(
         "node_name",
         _optional_str,
@@ -150,6 +158,11 @@ _OPTIONS = (
     ),
     _Option("cluster", _optional_path, "cluster file: TOML with secret and [[nodes]]", metavar="FILE"),
     _Option("node_id", _optional_str, "this node's id in the cluster file", metavar="ID"),
+    _Option("etcd", _optional_str, "etcd client URL: membership and liveness from etcd", metavar="URL"),
+    _Option("etcd_prefix", str, "prefix of this cluster's keys in etcd", metavar="PREFIX"),
+    _Option("lease_ttl", int, "seconds of the liveness lease in etcd"),
+    _Option("lease_margin", float, "seconds before the lease could lapse that turns stop (fencing)"),
+    _Option("handoff_rate", float, "objects a second handed to new owners at most"),
     _Option("workers", int, "node processes on this machine sharing the port (a local cluster)"),
     _Option("shared_port", _optional_int, "also accept on this port with SO_REUSEPORT (set by --workers)"),
     _Option(
@@ -193,6 +206,7 @@ def _build_parser() -> argparse.ArgumentParser:
         else:
             serve_parser.add_argument(
                 option.flag,
+                *option.aliases,
                 # With choices, argparse checks the raw text; config_from_args converts it.
                 type=str if option.choices else option.parse,
                 default=None,
@@ -258,14 +272,17 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
         value = getattr(args, option.field)
         if value is not None and option.choices is not None:
             value = option.parse(value)
-        if value is None and option.env in environ:
-            raw = environ[option.env]
+        env = option.env
+        if value is None and env not in environ and option.aliases:
+            env = "ACTORS_" + option.aliases[0][2:].upper()
+        if value is None and env in environ:
+            raw = environ[env]
             if option.choices is not None and raw not in option.choices:
-                raise ValueError(f"{option.env} must be one of {', '.join(option.choices)}, not {raw!r}")
+                raise ValueError(f"{env} must be one of {', '.join(option.choices)}, not {raw!r}")
             try:
                 value = option.parse(raw)
             except ValueError as exc:
-                raise ValueError(f"{option.env}={raw!r}: {exc}") from None
+                raise ValueError(f"{env}={raw!r}: {exc}") from None
             if value is None:
                 continue
         if value is not None:
@@ -274,7 +291,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
     return Config(**values)
 
 
-async def _serve_until_signalled(config: Config, membership: Membership | None) -> None:
+async def _serve_until_signalled(config: Config, membership: Membership | None, secret: bytes | None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
         async def first_signal() -> None:
@@ -285,7 +302,9 @@ async def _serve_until_signalled(config: Config, membership: Membership | None) 
 
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(
-                partial(serve, config, membership=membership, shutdown_trigger=first_signal)
+                partial(
+                    serve, config, membership=membership, cluster_secret=secret, shutdown_trigger=first_signal
+                )
             )
             for url in urls:
                 print(f"actors: listening on {url}", flush=True)
@@ -338,6 +357,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ClusterFileError as exc:
             print(f"actors serve: {exc}", file=sys.stderr)  # one line naming the problem
             return 2
+    secret = None
+    if config.etcd is not None:
+        text = os.environ.get(SECRET_VARIABLE, "")
+        if len(text.encode()) < MIN_SECRET_BYTES:
+            print(
+                f"actors serve: --etcd needs the cluster secret in {SECRET_VARIABLE} "
+                f"(at least {MIN_SECRET_BYTES} bytes, the same on every node)",
+                file=sys.stderr,
+            )
+            return 2
+        secret = text.encode()
     configure_logging(config.log_level, config.log_format)
     if config.workers > 1:
         serve_args = list(argv if argv is not None else sys.argv[1:])[1:]  # the flags after "serve"
@@ -350,10 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
     tune_garbage_collector()
     try:
-        trio.run(_serve_until_signalled, config, membership)
+        trio.run(_serve_until_signalled, config, membership, secret)
     except Exception as exc:
         mismatch = failure_of(exc)
-        if isinstance(mismatch, ClusterFileError):  # the stored objects do not match the membership
+        if isinstance(mismatch, (ClusterFileError, MembershipRefused)):  # a membership that cannot be
             print(f"actors serve: {mismatch}", file=sys.stderr)
             return 2
         # startup failures (port in use, bad --app) and bugs: log, exit 1

@@ -105,6 +105,10 @@ class Config:
     log_format: str = "text"
     #: error replies of user code carry its traceback; never enable on a public node
     debug: bool = False
+    #: log every activation's opening and closing of an object's file (``object_opened``,
+    #: ``object_closed``, with the node, the epoch and the wall-clock time): two log lines per
+    #: activation, for checking that no two nodes ever held one object open at once
+    log_objects: bool = False
     #: this node's name in the cluster map (the SDK's Welcome frame, ``GET /v1/cluster``). Clients
     #: hash object ids over these names to pick a node, so keep it stable across restarts.
     #: Default (None): the ``host:port`` of the advertised URL
@@ -118,6 +122,18 @@ class Config:
     cluster: Path | None = None
     #: this node's id in the cluster file (required with ``cluster``)
     node_id: str | None = None
+    #: etcd's client URL (``http://host:2379``): membership and liveness from etcd instead of a
+    #: file (``server/cluster/etcd_member.py``); needs ``node_id``, ``advertise_url`` and the secret
+    #: in ``ACTORS_CLUSTER_SECRET``
+    etcd: str | None = None
+    #: the keys of this cluster in etcd start with this (several clusters can share one etcd)
+    etcd_prefix: str = "/actors/"
+    #: seconds of this node's liveness lease in etcd (``liveness.py``)
+    lease_ttl: int = 10
+    #: seconds before the lease could expire at which the node stops taking turns (fencing)
+    lease_margin: float = 3.0
+    #: objects a second this node hands to their new owners at most when the membership changes
+    handoff_rate: float = 5000.0
     #: node processes ``actors serve`` runs on this machine sharing one port (``server/cluster/local.py``)
     workers: int = 1
     #: also accept on this port, shared with other processes that set it too (``SO_REUSEPORT``:
@@ -178,8 +194,9 @@ class Config:
             _check_base_url(self.advertise_url)
         if self.cluster is not None and (self.node_name is not None or self.advertise_url is not None):
             raise ValueError("node_name and advertise_url come from the cluster file with --cluster")
-        if self.node_id is not None and self.cluster is None:
-            raise ValueError("node_id needs a cluster file (--cluster)")
+        if self.node_id is not None and self.cluster is None and self.etcd is None:
+            raise ValueError("node_id needs a cluster file (--cluster) or etcd (--etcd)")
+        self._check_etcd()
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"workers must be in 1..{MAX_WORKERS}, not {self.workers}")
         if self.workers > 1 and self.cluster is not None:
@@ -188,6 +205,24 @@ class Config:
             raise ValueError(f"shared_port must be in 1..65535, not {self.shared_port}")
         self._check_tls()
         self.settings()  # the runtime's own checks (positive timeouts, limits >= 1)
+
+    def _check_etcd(self) -> None:
+        if self.etcd is None:
+            return
+        if self.cluster is not None:
+            raise ValueError("etcd and cluster are two sources of membership: give one")
+        if not self.etcd.startswith(("http://", "https://")):
+            raise ValueError(f"etcd must be a URL like http://127.0.0.1:2379, not {self.etcd!r}")
+        if not self.node_id or self.advertise_url is None:
+            raise ValueError("etcd needs node_id (--node-id) and advertise_url (--advertise)")
+        if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
+            raise ValueError(f"etcd_prefix must start and end with /, not {self.etcd_prefix!r}")
+        if self.workers > 1:
+            raise ValueError("workers makes its own local cluster; it cannot be combined with etcd")
+        if self.lease_ttl < 2 or not 0 < self.lease_margin < self.lease_ttl:
+            raise ValueError("lease_ttl must be at least 2 s and lease_margin in (0, lease_ttl)")
+        if not self.handoff_rate > 0:
+            raise ValueError("handoff_rate must be positive")
 
     def _check_tls(self) -> None:
         """Refuse TLS files that are half given or do not load (ValueError naming the flag)."""

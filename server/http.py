@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from actors.placement import ClusterMap
 
     from .cluster import Cluster
+    from .cluster.handoff import Mover, Receiver
     from .config import Config
     from .metrics import Metrics
 
@@ -88,10 +89,14 @@ class HandlerContext(Protocol):
     runtime: Runtime
     config: Config
     metrics: Metrics
-    cluster: ClusterMap
     router: Cluster | None
+    mover: Mover | None
+    receiver: Receiver | None
     node_name: str
     url: str
+
+    @property
+    def cluster(self) -> ClusterMap: ...
 
     @property
     def ready(self) -> bool: ...

@@ -73,3 +73,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # hypercorn logs "Running on ..." itself; the node's own "listening" event says the same
     logging.getLogger("hypercorn.error").setLevel(max(root.level, logging.WARNING))
+    # the etcd client's HTTP library logs every request at INFO (a lease renewal every 2 s)
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

@@ -23,8 +23,10 @@ does not have is still counted (``call_finished`` reports it), under the label `
 from __future__ import annotations
 
 import bisect
+import logging
+import time
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST
@@ -32,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from actors import App, Hooks, RuntimeStatistics
+from actors import App, Hooks, ObjectId, RuntimeStatistics
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -60,6 +62,9 @@ _SECONDS_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 _UNKNOWN = "<unknown>"
+
+#: every activation's opening and closing of its file, with the epoch (``--log-objects``)
+_objects_log = logging.getLogger("server.objects")
 
 
 class Metrics(Hooks):
@@ -176,6 +181,34 @@ class Metrics(Hooks):
             "Incoming node links refused: no proof of the cluster secret, or another membership.",
             registry=r,
         )
+        self.epoch = Gauge(
+            "actors_cluster_epoch", "The membership epoch this node acts under (a file: 1).", registry=r
+        )
+        self.handoff_pending = Gauge(
+            "actors_handoff_pending_objects",
+            "Objects stored here that other nodes own under the current epoch: still to hand off.",
+            registry=r,
+        )
+        self.handoff_objects = Counter(
+            "actors_handoff_objects",
+            "Objects handed to their new owners (sent) or taken from their old ones (received).",
+            ["direction"],
+            registry=r,
+        )
+        self.fenced = Gauge(
+            "actors_lease_fenced",
+            "1 while this node takes no turns because its liveness lease may lapse (etcd), else 0.",
+            registry=r,
+        )
+        self.lease_seconds_left = Gauge(
+            "actors_lease_fence_seconds",
+            "Seconds until this node stops taking turns unless its lease is renewed (etcd).",
+            registry=r,
+        )
+        #: the cluster's part of a scrape: (epoch, objects to hand off, fenced, seconds to the fence)
+        self.cluster_gauges: Callable[[], tuple[int, int, bool, float]] | None = None
+        #: (node id, epoch) for the object_opened/object_closed log lines; None: not logged
+        self.object_log: Callable[[], tuple[str, int]] | None = None
         #: accepted WebSocket connections not yet finished
         self.websocket_connections = 0
         #: WebSocket messages received from clients (every data frame, decodable or not)
@@ -214,6 +247,28 @@ class Metrics(Hooks):
 
     def evicted(self, cls: str, reason: str) -> None:
         self._child(self.evictions, cls, reason).inc()
+
+    def object_opened(self, object_id: ObjectId) -> None:
+        if self.object_log is not None:
+            self._log_object("object_opened", object_id)
+
+    def object_closed(self, object_id: ObjectId) -> None:
+        if self.object_log is not None:
+            self._log_object("object_closed", object_id)
+
+    def _log_object(self, event: str, object_id: ObjectId) -> None:
+        assert self.object_log is not None
+        node, epoch = self.object_log()
+        _objects_log.info(
+            event.replace("_", " "),
+            extra={"event": event, "object": object_id.hex, "node": node, "epoch": epoch, "t": time.time()},
+        )
+
+    def handed_off(self, objects: int) -> None:
+        self._child(self.handoff_objects, "sent").inc(objects)
+
+    def received(self, objects: int) -> None:
+        self._child(self.handoff_objects, "received").inc(objects)
 
     def committed(self, seconds: float, turns: int) -> None:
         self.commit_seconds.observe((), seconds)
@@ -254,6 +309,12 @@ class Metrics(Hooks):
         self.commits_in_flight.set(stats.commits_in_flight)
         self.pending_alarms.set(stats.pending_alarms)
         self.open_sockets.set(stats.open_sockets)
+        if self.cluster_gauges is not None:
+            epoch, pending, fenced, left = self.cluster_gauges()
+            self.epoch.set(epoch)
+            self.handoff_pending.set(pending)
+            self.fenced.set(1 if fenced else 0)
+            self.lease_seconds_left.set(left)
         return generate_latest(self.registry)
 
 

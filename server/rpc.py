@@ -65,9 +65,18 @@ import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from actors import wire
-from actors.errors import ActorError, InvalidArgument, LimitExceeded, Overloaded, ShuttingDown
+from actors.errors import (
+    ActorError,
+    InvalidArgument,
+    LimitExceeded,
+    Overloaded,
+    OwnerUnavailable,
+    ShuttingDown,
+)
 from actors.wire import MAX_FRAMES_PER_MESSAGE, Call, Error, Frame, Hello, ProtocolError, Result, Welcome
 
+from .cluster.links import EPOCH_OPERATION
+from .cluster.router import routed_call
 from .errors import FRAME_LIMIT, as_actor_error, close_code_of, close_reason, error_reply
 from .websocket import CLOSE_TIMEOUT_SECONDS, GOING_AWAY, Receive, Send
 
@@ -129,6 +138,13 @@ class Rpc:
         #: set by ``close_all``; new handshakes get 503 from then on
         self.draining = False
         self._connections: set[_Connection] = set()
+
+    def map_changed(self) -> None:
+        """The cluster adopted a newer membership: send each SDK connection the new map (a Welcome
+        frame after the first is a map update; the SDK adopts a newer epoch)."""
+        for connection in list(self._connections):
+            if connection.peer is None and connection.welcomed is not None:
+                connection.send_map()
 
     def close_all(self) -> None:
         """Drain every connection (finish its calls, then close 1001) and refuse new ones."""
@@ -199,7 +215,7 @@ class _Connection:
     __slots__ = (
         "_deadline", "_idle", "_ids", "_in_flight", "_nursery", "_queue", "_queue_taken", "_retiring",
         "_scope", "_send", "_slow", "_started", "_waiting", "_workers", "_writer", "close_code",
-        "close_reason", "draining", "node", "peer",
+        "close_reason", "draining", "node", "peer", "peer_epoch", "welcomed",
     )  # fmt: skip
 
     def __init__(self, node: Node, send: Send, *, peer: str | None = None) -> None:
@@ -208,6 +224,11 @@ class _Connection:
         #: authenticated (no Hello), its calls must be for objects this node owns (never forwarded
         #: again), and calls of class ``""`` are the cluster's node operations
         self.peer = peer
+        #: the epoch the peer announced last (``router.py``: the epoch rule); calls that follow an
+        #: announcement of a newer epoch than this node's wait until this node has adopted it
+        self.peer_epoch = 0
+        #: the protocol version of the Welcome sent (None before it)
+        self.welcomed: int | None = None
         self._send = send
         #: frames for the writer, in the order they became ready
         self._queue: list[Frame] = []
@@ -350,11 +371,17 @@ class _Connection:
                 f"no protocol version in common: the node speaks {list(wire.SUPPORTED_VERSIONS)}, "
                 f"the client {list(hello.versions)}"
             )
+        self.welcomed = version
+        self.send_map()
+
+    def send_map(self) -> None:
+        """Queue a Welcome with the cluster map in force (the first, or an update)."""
+        assert self.welcomed is not None
         node = self.node
         cluster = node.cluster
         self._queue.append(
             Welcome(
-                version,
+                self.welcomed,
                 node.node_name,
                 MAX_IN_FLIGHT_PER_CONNECTION,
                 node.config.max_frame_bytes,
@@ -389,6 +416,9 @@ class _Connection:
                 queue.append(Error(call.id, _OVERLOADED))
                 continue
             if self.peer is not None and not call.cls:
+                if call.method == EPOCH_OPERATION:  # in order with the calls that follow it
+                    self._peer_announced(call)
+                    continue
                 in_flight.add(call.id)
                 self._start_node_operation(call)
                 continue
@@ -405,6 +435,11 @@ class _Connection:
                 ids_by_name[key] = object_id
             in_flight.add(call.id)
             if router is not None:
+                if self.peer_epoch > router.epoch:  # adopt the peer's newer epoch first (workers)
+                    slow[object_id.hex] = slow.get(object_id.hex, 0) + 1
+                    waiting.append((call, object_id))
+                    admitted += 1
+                    continue
                 link = router.link_for(object_id)
                 if link is not None:  # another node owns it: forward, or refuse a peer's call
                     if self.peer is not None:
@@ -413,7 +448,7 @@ class _Connection:
                     try:
                         started[call.id] = link.start_call(
                             call.cls, call.name, call.method, call.args, call.kwargs, call.timeout,
-                            functools.partial(self._reply, call.id),
+                            functools.partial(self._forwarded, call, object_id),
                         )  # fmt: skip
                     except Exception as exc:
                         queue.append(Error(call.id, self._error_body(exc)))
@@ -459,6 +494,32 @@ class _Connection:
         assert self._nursery is not None
         self._nursery.start_soon(run)
 
+    def _peer_announced(self, call: Call) -> None:
+        """A peer announced its epoch (``router.py``); refresh if it is newer than this node's."""
+        epoch = call.kwargs.get("epoch")
+        if type(epoch) is int and epoch > self.peer_epoch:
+            self.peer_epoch = epoch
+            router = self.node.router
+            if router is not None and epoch > router.epoch:
+                router.request_refresh()
+        self._queue.append(Result(call.id, None))
+        self._wake_writer()
+
+    def _forwarded(self, call: Call, object_id: ObjectId, result: Any, error: ActorError | None) -> None:
+        """A forwarded call's reply; one refused under a newer epoch is routed again (workers)."""
+        router = self.node.router
+        if (
+            isinstance(error, OwnerUnavailable)
+            and router is not None
+            and error.epoch > router.epoch
+            and self._started.pop(call.id, None) is not None
+        ):
+            self._slow[object_id.hex] = self._slow.get(object_id.hex, 0) + 1
+            self._waiting.append((call, object_id))
+            self._wake_workers(1)
+            return
+        self._reply(call.id, result, error)
+
     def _reply(self, call_id: int, result: Any, error: ActorError | None) -> None:
         """A call started without a worker finished: queue its reply (called by the runtime)."""
         if self._started.pop(call_id, None) is None:
@@ -484,15 +545,20 @@ class _Connection:
 
     async def _serve_calls(self) -> None:
         """One worker: run waiting calls one at a time, park when none waits."""
-        waiting, runtime = self._waiting, self.node.runtime
+        waiting, runtime, router = self._waiting, self.node.runtime, self.node.router
         try:
             while True:
                 while waiting:
                     call, object_id = waiting.popleft()
                     try:
-                        value = await runtime.call(
-                            object_id, call.method, call.args, call.kwargs, timeout=call.timeout
-                        )
+                        if router is None:
+                            value = await runtime.call(
+                                object_id, call.method, call.args, call.kwargs, timeout=call.timeout
+                            )
+                        else:
+                            value = await routed_call(
+                                router, runtime, object_id, call, peer=self.peer, peer_epoch=self.peer_epoch
+                            )
                     except Exception as exc:
                         self._queue.append(Error(call.id, self._error_body(exc)))
                     else:

@@ -73,7 +73,7 @@ async def serve_peer(node: Node, scope: dict[str, Any], receive: Receive, send: 
         await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
         return
     mac = handshake.accept_mac(
-        membership.secret, challenge, auth.nonce, auth.node, membership.self_id, membership.digest
+        membership.secret, challenge, auth.nonce, auth.node, membership.self_id, membership.link_digest
     )
     await send({"type": "websocket.send", "bytes": handshake.accept_message(mac)})
     await node.rpc.serve_peer(auth.node, receive, send)

@@ -147,10 +147,11 @@ def verify_auth(membership: Membership, challenge: bytes, data: Any) -> Auth:
     expected = dial_mac(membership.secret, challenge, auth.nonce, auth.node, me, auth.digest)
     if not hmac.compare_digest(auth.mac, expected):
         raise HandshakeRefused(f"{auth.node!r} could not prove the cluster secret")
-    if auth.epoch != membership.epoch or auth.digest != membership.digest:
+    epoch, digest = membership.link_epoch, membership.link_digest
+    if auth.epoch != epoch or auth.digest != digest:
         raise HandshakeRefused(
             f"{auth.node!r} has another membership (epoch {auth.epoch}, digest {auth.digest[:12]}) "
-            f"than {me} (epoch {membership.epoch}, digest {membership.digest[:12]})",
+            f"than {me} (epoch {epoch}, digest {digest[:12]})",
             MEMBERSHIP_DIFFERS,
         )
     return auth

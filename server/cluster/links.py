@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .membership import Member, Membership
 
 __all__ = [
+    "EPOCH_OPERATION",
     "HEARTBEAT_SECONDS",
     "HEARTBEAT_TIMEOUT_SECONDS",
     "OWNER_WAIT_SECONDS",
@@ -62,6 +63,8 @@ log = logging.getLogger("server.cluster")
 
 #: the route a node serves its peers on
 PEER_PATH: Final = "/v1/peer"
+#: the node operation that announces the sender's epoch on a link (``router.py``, the epoch rule)
+EPOCH_OPERATION: Final = "epoch"
 #: seconds calls wait for a link that is down to come back before failing with OwnerUnavailable
 OWNER_WAIT_SECONDS: Final = 2.0
 #: a ping every this many seconds while the link is up
@@ -188,6 +191,30 @@ class PeerLink:
             raise error
         return value
 
+    def announce_epoch(self, epoch: int) -> None:
+        """Tell the peer this node's epoch, ahead of every call sent after this (etcd membership:
+        the peer adopts a newer epoch before it acts on those calls; ``router.py``)."""
+        if not self.membership.dynamic or self.state is not LinkState.UP:
+            return  # a link that comes up announces the epoch of that moment first
+        self._append_announcement(epoch)
+
+    def _append_announcement(self, epoch: int, *, first: bool = False) -> None:
+        call_id = next(self._ids)
+        self._pending[call_id] = _Pending(_ignore_reply, trio.current_time())
+        fields: wire.CallFields = (call_id, "", "", EPOCH_OPERATION, [], {"epoch": epoch}, None)
+        if first:
+            self._outbox.insert(0, fields)
+        else:
+            self._outbox.append(fields)
+        self._wake.set()
+
+    def close(self, reason: str) -> None:
+        """The peer left the membership: fail every call waiting for it (the task is cancelled)."""
+        self._lose_written()
+        self._set_state(LinkState.DOWN)
+        self._fail_unwritten()
+        log.info("peer link closed", extra={"event": "peer_removed", "peer": self.peer.id, "reason": reason})
+
     def _unavailable(self) -> OwnerUnavailable:
         peer = self.peer
         return OwnerUnavailable(
@@ -230,6 +257,8 @@ class PeerLink:
             try:
                 async with self._open() as ws:
                     backoff = REDIAL_MIN_SECONDS
+                    if self.membership.dynamic:  # before anything queued while the link was down
+                        self._append_announcement(self.membership.epoch, first=True)
                     self._set_state(LinkState.UP)
                     self.reached.set()
                     await self._serve(ws)
@@ -289,9 +318,9 @@ class PeerLink:
         if challenge["node"] != peer.id:
             raise HandshakeRefused(f"the node at {peer.url} is {challenge['node']!r}, not {peer.id!r}")
         nonce = handshake.new_nonce()
-        secret, me, digest = membership.secret, membership.self_id, membership.digest
+        secret, me, digest = membership.secret, membership.self_id, membership.link_digest
         mac = handshake.dial_mac(secret, challenge["nonce"], nonce, me, peer.id, digest)
-        await ws.send_message(handshake.auth_message(Auth(me, membership.epoch, digest, nonce, mac)))
+        await ws.send_message(handshake.auth_message(Auth(me, membership.link_epoch, digest, nonce, mac)))
         accept = handshake.parse(await ws.get_message(), "accept")
         expected = handshake.accept_mac(secret, challenge["nonce"], nonce, me, peer.id, digest)
         if not hmac.compare_digest(accept["mac"], expected):
@@ -364,6 +393,10 @@ class PeerLink:
 
 #: the largest message a peer may send on a link (replies are cut to ``max_frame_bytes`` by the peer)
 _LINK_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+
+
+def _ignore_reply(value: Any, error: ActorError | None) -> None:
+    """An epoch announcement's reply carries nothing (an error: the link drops and announces again)."""
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

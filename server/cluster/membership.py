@@ -81,6 +81,30 @@ class Membership:
     secret: bytes
     self_id: str
     epoch: int = FILE_EPOCH
+    #: members handing their objects off before they leave (etcd): reachable, but they own nothing
+    leaving: frozenset[str] = frozenset()
+    #: where a membership that changes at run time comes from (``"etcd <url> <prefix>"``); None for
+    #: a file, whose membership is fixed for the life of the process
+    source: str | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the membership can change while the node runs (etcd)."""
+        return self.source is not None
+
+    @property
+    def link_digest(self) -> str:
+        """What the link handshake compares: the membership's digest for a file (two nodes with
+        different files never link), the source's for etcd (nodes link across epochs and agree on
+        the newest through etcd; see ``links.py``)."""
+        if self.source is None:
+            return self.digest
+        return hashlib.sha256(f"dynamic\0{self.source}".encode()).hexdigest()
+
+    @property
+    def link_epoch(self) -> int:
+        """The epoch the link handshake compares (0 for etcd: epochs travel on the link instead)."""
+        return 0 if self.source is not None else self.epoch
 
     @property
     def digest(self) -> str:
@@ -100,9 +124,14 @@ class Membership:
     def member(self, node_id: str) -> Member | None:
         return next((m for m in self.members if m.id == node_id), None)
 
+    @property
+    def owners(self) -> tuple[Member, ...]:
+        """The members that own a share of the objects: every member but those leaving."""
+        return tuple(m for m in self.members if m.id not in self.leaving)
+
     def cluster_map(self) -> ClusterMap:
-        """The placement map: every member, by id, with the membership's epoch."""
-        return ClusterMap(tuple((m.id, m.url) for m in self.members), self.epoch)
+        """The placement map: every member that owns a share, by id, with the membership's epoch."""
+        return ClusterMap(tuple((m.id, m.url) for m in self.owners), self.epoch)
 
 
 def load_membership(path: Path, node_id: str | None, environ: Mapping[str, str] = os.environ) -> Membership:

@@ -22,6 +22,9 @@ import trio
 
 from actors.errors import ActorError, InvalidArgument
 
+from .handoff import ADOPT_CHUNK_OPERATION, ADOPT_OPERATION
+from .settle import WANT_OPERATION
+
 if TYPE_CHECKING:
     from ..http import HandlerContext as Node
 
@@ -80,9 +83,18 @@ async def list_cluster(
     return entries[:limit], len(entries) > limit, unavailable
 
 
-def local_stats(node: Node) -> dict[str, int]:
-    """This node's share: objects with storage (the catalog) and objects in memory."""
-    return {"objects": node.runtime.count_objects(), "live_objects": node.runtime.statistics().live_objects}
+def local_stats(node: Node) -> dict[str, Any]:
+    """This node's share: objects with storage (the catalog) and objects in memory; with etcd
+    membership also its epoch and the objects it still has to hand to other nodes."""
+    stats: dict[str, Any] = {
+        "objects": node.runtime.count_objects(),
+        "live_objects": node.runtime.statistics().live_objects,
+    }
+    mover, router = node.mover, node.router
+    if mover is not None and router is not None:
+        stats["epoch"] = router.epoch
+        stats["to_move"] = len(mover.remaining) + len(mover.moving)
+    return stats
 
 
 async def cluster_nodes(node: Node) -> list[dict[str, Any]]:
@@ -94,7 +106,9 @@ async def cluster_nodes(node: Node) -> list[dict[str, Any]]:
     rows = {node.node_name: me}
 
     async def ask(peer: str) -> None:
-        link = router.links[peer]
+        link = router.links.get(peer)
+        if link is None:
+            return
         row: dict[str, Any] = {"node": peer, "url": link.peer.url, "up": link.up}
         try:
             with trio.fail_after(PEER_LIST_TIMEOUT_SECONDS):
@@ -106,7 +120,13 @@ async def cluster_nodes(node: Node) -> list[dict[str, Any]]:
     async with trio.open_nursery() as nursery:
         for peer in router.links:
             nursery.start_soon(ask, peer)
-    return [rows[m.id] for m in router.membership.members]
+    listed = []
+    for member in router.membership.members:
+        row = rows.get(member.id, {"node": member.id, "url": member.url, "up": False})
+        if member.id in router.membership.leaving:
+            row["state"] = "leaving"
+        listed.append(row)
+    return listed
 
 
 async def delete_object(node: Node, cls: str, name: str) -> None:
@@ -141,4 +161,13 @@ async def node_operation(node: Node, operation: str, kwargs: dict[str, Any]) -> 
             raise node.router.not_owner(object_id, "a peer")
         await node.runtime.delete_object(object_id)
         return True
+    mover, receiver = node.mover, node.receiver
+    if mover is not None and receiver is not None:  # handing objects over (``handoff.py``)
+        if operation == WANT_OPERATION:
+            return await mover.want(kwargs)
+        if operation == ADOPT_OPERATION:
+            return await receiver.adopt(kwargs)
+        if operation == ADOPT_CHUNK_OPERATION:
+            await receiver.chunk(kwargs)
+            return True
     raise InvalidArgument(f"no node operation {operation!r}")

@@ -1,0 +1,400 @@
+"""Handing objects to their new owners with their files, and receiving them.
+
+When the membership changes, some objects stored here belong to other nodes. The :class:`Mover`
+hands each of them over (old owner O, new owner N, epoch E):
+
+1. O no longer routes calls for the object here (the router's map is E), and its gate refuses to
+   activate it; ``runtime.release`` lets the running and queued turns finish and commit, closes its
+   sockets with 4012 "object moved", and checkpoints the file into one self-contained file.
+2. O sends ``adopt(E, [{cls, name, id, sha256, size, alarm, data}])`` over the node link, the
+   files of one batch in one message (a file over half a message in ``adopt_chunk`` messages
+   first). N adopts E first if it is newer; refuses an object it does not own under its epoch
+   (``not_owner`` with its epoch: O adopts it and sends the object to its owner under that epoch);
+   writes each file beside its final place, checks the SHA-256, fsyncs, renames, fsyncs the
+   folder, records the batch in its catalog in one transaction (``runtime.adopt``), and answers.
+3. Only then O deletes its copy (``runtime.discard``). Until O has the answer, the object counts
+   as moving: O activates it for no one, and tells a node that asks for it to wait.
+
+Crash points: before N's answer, O's copy is the only valid one (N deletes unfinished ``.incoming``
+files at start; O sends again). After N stored it and before O learned so, both have it: O sends
+it again and N answers ``already_held`` (N keeps its copy, which is newer or the same), then O
+deletes its own. A node that received an object and already moved it on again would answer
+``not_owner`` to a repeated send; O then offers it to the newest owner, which holds it or its
+successor copy and answers ``already_held``.
+
+Order and pace: objects some node asked for (``want``: a call is waiting for them) go first, then
+live ones, then idle ones; at most ``rate`` objects a second (a token bucket), in batches of at
+most ``BATCH_OBJECTS`` objects, each object once per change. ``remaining`` says what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import trio
+
+from actors import Arrival, ObjectId
+from actors.errors import InvalidArgument, OwnerUnavailable
+
+from .settle import slot_of
+
+if TYPE_CHECKING:
+    from actors import Runtime
+
+    from .router import Cluster
+
+__all__ = ["ADOPT_CHUNK_OPERATION", "ADOPT_OPERATION", "Mover", "Receiver"]
+
+log = logging.getLogger("server.cluster")
+
+ADOPT_OPERATION: Final = "adopt"
+ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
+#: objects in one adopt message at most
+BATCH_OBJECTS: Final = 64
+#: seconds a failed batch waits before it is tried again
+RETRY_SECONDS: Final = 0.5
+#: seconds a transfer may take before it is given up (and retried)
+TRANSFER_TIMEOUT_SECONDS: Final = 30.0
+
+
+class HandoffMetrics(Protocol):
+    """What the mover and the receiver count (``server/metrics.py``)."""
+
+    def handed_off(self, objects: int) -> None: ...
+    def received(self, objects: int) -> None: ...
+
+
+@dataclass(slots=True)
+class _Item:
+    hex: str
+    object_id: ObjectId | None
+    wanted: bool = False
+    live: bool = False
+
+
+class Mover:
+    """Hands the objects stored here that belong elsewhere to their owners (see the module docstring)."""
+
+    def __init__(
+        self,
+        router: Cluster,
+        runtime: Runtime,
+        metrics: HandoffMetrics,
+        *,
+        rate: float,
+        max_message_bytes: int,
+    ) -> None:
+        self._router = router
+        self._runtime = runtime
+        self._metrics = metrics
+        self.rate = rate
+        self._max_bytes = max(64 * 1024, int(max_message_bytes * 0.75))
+        self._chunk = max(32 * 1024, max_message_bytes // 2)
+        #: objects stored (or live) here that other nodes own, by hex id
+        self.remaining: dict[str, _Item] = {}
+        #: objects whose transfer is under way or whose outcome is unknown: activated for no one
+        self.moving: set[str] = set()
+        #: set when an object moved (or failed to) so ``want`` callers can look again
+        self._progress = trio.Event()
+        self._work = trio.Event()
+        self._rescan = True
+        #: called (once per emptiness) when nothing remains to move: a leaving node then leaves
+        self.on_empty: Callable[[], None] | None = None
+        self._tokens = 0.0
+        self._refilled = 0.0
+
+    #### What others tell the mover
+
+    def membership_changed(self, *_: Any) -> None:
+        self._rescan = True
+        self._work.set()
+
+    def foreign_slots(self) -> set[int]:
+        """Slots in which this node still has objects to hand off (part of its holds record)."""
+        return {slot_of(h) for h in self.remaining} | {slot_of(h) for h in self.moving}
+
+    async def want(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A new owner asks for an object a call waits for: hand it over first, answer once it has
+        moved (``{"held": true}``) or if it is not here (``{"held": false}``). Refused with this
+        node's epoch if this node owns it under a newer epoch than the asker's."""
+        router, runtime = self._router, self._runtime
+        epoch, object_id = _object_ref(runtime, kwargs)
+        deadline = trio.current_time() + TRANSFER_TIMEOUT_SECONDS
+        await router.reach(epoch, deadline)
+        if router.owns(object_id):
+            raise router.not_owner(object_id, "(asking)")
+        key = object_id.hex
+        if key not in self.remaining and key not in self.moving:
+            if not runtime.holds(object_id):
+                return {"held": False, "epoch": router.epoch}
+            self.remaining[key] = _Item(key, object_id)
+        item = self.remaining.get(key)
+        if item is not None:
+            item.wanted = True
+            item.object_id = item.object_id or object_id
+        self._work.set()
+        while key in self.remaining or key in self.moving:
+            if trio.current_time() >= deadline:
+                raise OwnerUnavailable(
+                    f"{object_id} is still moving off node {router.self_id}", node=router.self_id
+                )
+            progress = self._progress
+            with trio.move_on_at(deadline):
+                await progress.wait()
+        return {"held": True, "epoch": router.epoch}
+
+    #### The mover's task
+
+    async def run(self) -> None:
+        while True:
+            if self._rescan:
+                self._rescan = False
+                await self._scan()
+            batch = self._next_batch()
+            if batch is None:
+                if not self.remaining and not self.moving and self.on_empty is not None:
+                    self.on_empty()
+                self._work = trio.Event()
+                if not self._rescan:
+                    await self._work.wait()
+                continue
+            owner, items = batch
+            await self._take_tokens(len(items))
+            try:
+                await self._move(owner, items)
+            except Exception as exc:  # a batch never stops the mover: its objects are tried again
+                log.warning(
+                    "handoff batch failed",
+                    extra={
+                        "event": "handoff_failed",
+                        "peer": owner,
+                        "objects": len(items),
+                        "error": repr(exc),
+                    },
+                )
+                for item in items:
+                    self.remaining.setdefault(item.hex, item)
+                await trio.sleep(RETRY_SECONDS)
+            finally:
+                progress, self._progress = self._progress, trio.Event()
+                progress.set()
+
+    async def _scan(self) -> None:
+        """Find every object stored or live here that another node owns under the current epoch."""
+        runtime, router = self._runtime, self._router
+        owns_hex = router.map.owner
+        me = router.self_id
+        stored = await trio.to_thread.run_sync(runtime.stored_ids)
+        live = runtime.live_ids()
+        found: dict[str, _Item] = {}
+        for key in stored:
+            if owns_hex(key)[0] != me and key not in self.moving:
+                found[key] = self.remaining.get(key) or _Item(key, None)
+        for key, object_id in live.items():
+            if owns_hex(key)[0] != me and key not in self.moving:
+                item = found.get(key) or self.remaining.get(key) or _Item(key, object_id)
+                item.live, item.object_id = True, item.object_id or object_id
+                found[key] = item
+        self.remaining = found
+        if found:
+            log.info(
+                "handoff planned",
+                extra={"event": "handoff_planned", "epoch": router.epoch, "objects": len(found)},
+            )
+
+    def _next_batch(self) -> tuple[str, list[_Item]] | None:
+        if not self.remaining:
+            return None
+        owner_of = self._router.map.owner
+        items = self.remaining.values()
+        first = next((i for i in items if i.wanted), None) or next((i for i in items if i.live), None)
+        if first is None:
+            first = next(iter(items))
+        owner = owner_of(first.hex)[0]
+        batch = [first]
+        for item in items:
+            if len(batch) >= BATCH_OBJECTS:
+                break
+            if item is not first and owner_of(item.hex)[0] == owner and (item.wanted or not first.wanted):
+                batch.append(item)
+        for item in batch:
+            del self.remaining[item.hex]
+        return owner, batch
+
+    async def _take_tokens(self, count: int) -> None:
+        if math.isinf(self.rate):
+            return
+        now = trio.current_time()
+        self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        self._tokens -= count
+        if self._tokens < 0:
+            await trio.sleep(-self._tokens / self.rate)
+
+    async def _move(self, owner: str, items: list[_Item]) -> None:
+        router, runtime = self._router, self._runtime
+        link = router.links.get(owner)
+        if owner == router.self_id or link is None:  # the map changed since: scan again
+            for item in items:
+                self.remaining.setdefault(item.hex, item)
+            self._rescan = True
+            return
+        released = []
+        for item in items:
+            object_id = item.object_id or _catalog_id(runtime, item.hex)
+            if object_id is None:
+                continue  # deleted since the scan
+            self.moving.add(item.hex)
+            try:
+                done = await runtime.release(object_id)
+            except BaseException:
+                self.moving.discard(item.hex)
+                raise
+            if done is None:
+                self.moving.discard(item.hex)  # no storage after all (never written): nothing to move
+                continue
+            released.append((object_id, done))
+        if not released:
+            return
+        try:
+            await self._send(link, released)
+        finally:
+            for object_id, _ in released:
+                if object_id.hex not in self.remaining:
+                    self.moving.discard(object_id.hex)
+
+    async def _send(self, link: Any, released: list[tuple[ObjectId, Any]]) -> None:
+        router, runtime = self._router, self._runtime
+        entries: list[dict[str, Any]] = []
+        size = 0
+        for object_id, done in released:
+            entry = {
+                "cls": object_id.cls, "name": object_id.name, "id": object_id.hex,
+                "sha256": done.sha256_hex, "size": done.size, "alarm": done.alarm, "data": None,
+            }  # fmt: skip
+            if done.size > self._chunk:
+                await self._send_chunks(link, object_id, done.path, done.size)
+            else:
+                entry["data"] = await trio.Path(done.path).read_bytes()
+            entries.append(entry)
+            size += done.size
+        kwargs = {"epoch": router.epoch, "objects": entries}
+        with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
+            reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
+        discard: list[ObjectId] = []
+        newer = 0
+        by_hex = {object_id.hex: object_id for object_id, _ in released}
+        for outcome in reply["outcomes"]:
+            object_id = by_hex[outcome["id"]]
+            if outcome["outcome"] in ("stored", "already_held"):
+                discard.append(object_id)
+            else:  # not_owner (with the receiver's newer epoch) or failed: this copy stays, try again
+                newer = max(newer, int(outcome.get("epoch", 0)))
+                if outcome["outcome"] == "failed":
+                    log.warning(
+                        "handoff of an object failed",
+                        extra={"event": "handoff_failed", "object": object_id.hex, "error": outcome.get("error")},
+                    )
+                self.remaining[object_id.hex] = _Item(object_id.hex, object_id)
+        if discard:
+            await runtime.discard(discard)
+            self._metrics.handed_off(len(discard))
+        if newer > router.epoch:
+            await router.reach(newer, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
+            self._rescan = True
+
+    async def _send_chunks(self, link: Any, object_id: ObjectId, path: Any, size: int) -> None:
+        epoch = self._router.epoch
+        async with await trio.open_file(path, "rb") as file:
+            offset = 0
+            while offset < size:
+                data = await file.read(self._chunk)
+                if not data:
+                    raise InvalidArgument(f"{path} is shorter than its released size {size}")
+                kwargs = {"epoch": epoch, "cls": object_id.cls, "name": object_id.name,
+                          "id": object_id.hex, "offset": offset, "data": data}  # fmt: skip
+                with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
+                    await link.call("", "", ADOPT_CHUNK_OPERATION, (), kwargs)
+                offset += len(data)
+
+
+class Receiver:
+    """The new owner's side of a handoff (``adopt`` and ``adopt_chunk`` node operations)."""
+
+    def __init__(self, router: Cluster, runtime: Runtime, metrics: HandoffMetrics) -> None:
+        self._router = router
+        self._runtime = runtime
+        self._metrics = metrics
+
+    async def chunk(self, kwargs: dict[str, Any]) -> None:
+        router, runtime = self._router, self._runtime
+        epoch, object_id = _object_ref(runtime, kwargs)
+        await router.reach(epoch, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
+        offset, data = kwargs.get("offset"), kwargs.get("data")
+        if type(offset) is not int or offset < 0 or type(data) is not bytes:
+            raise InvalidArgument("adopt_chunk needs an offset and bytes")
+        path = runtime.staging_path(object_id)
+
+        def write() -> None:
+            with open(path, "r+b" if offset else "wb") as file:
+                file.seek(offset)
+                file.write(data)
+
+        await trio.to_thread.run_sync(write)
+
+    async def adopt(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        router, runtime = self._router, self._runtime
+        epoch = kwargs.get("epoch")
+        objects = kwargs.get("objects")
+        if type(epoch) is not int or type(objects) is not list:
+            raise InvalidArgument("adopt needs an epoch and a list of objects")
+        await router.reach(epoch, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
+        outcomes: list[dict[str, Any]] = []
+        arrivals = []
+        for entry in objects:
+            _, object_id = _object_ref(runtime, {**entry, "epoch": epoch})
+            if not router.owns(object_id):
+                outcomes.append({"id": object_id.hex, "outcome": "not_owner", "epoch": router.epoch,
+                                 "owner": router.owner(object_id)})  # fmt: skip
+                continue
+            data, sha, alarm = entry.get("data"), entry.get("sha256"), entry.get("alarm")
+            if type(sha) is not str or (alarm is not None and type(alarm) not in (int, float)):
+                raise InvalidArgument("adopt: sha256 must be a string and alarm a number or null")
+            if data is not None:
+                if type(data) is not bytes:
+                    raise InvalidArgument("adopt: data must be bytes")
+                await trio.Path(runtime.staging_path(object_id)).write_bytes(data)
+            arrivals.append(Arrival(object_id, sha, None if alarm is None else float(alarm)))
+        if arrivals:
+            for outcome in await runtime.adopt(arrivals):
+                row: dict[str, Any] = {"id": outcome.object_id.hex, "outcome": outcome.status}
+                if outcome.error is not None:
+                    row["error"] = outcome.error.message
+                outcomes.append(row)
+            self._metrics.received(len(arrivals))
+        return {"outcomes": outcomes, "epoch": router.epoch}
+
+
+def _object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]:
+    """The epoch and object a peer's handoff message names (InvalidArgument if malformed)."""
+    epoch, cls, name, key = kwargs.get("epoch"), kwargs.get("cls"), kwargs.get("name"), kwargs.get("id")
+    if type(epoch) is not int or type(cls) is not str or type(key) is not str or len(key) != 64:
+        raise InvalidArgument("a handoff message needs epoch, cls and a 64-digit id")
+    runtime.app.class_of(cls)
+    if name is not None:
+        if type(name) is not str:
+            raise InvalidArgument("a handoff message's name must be a string or null")
+        object_id = runtime.app.id_from_name(cls, name)
+        if object_id.hex != key:
+            raise InvalidArgument("a handoff message's id does not match its class and name")
+        return epoch, object_id
+    return epoch, ObjectId(cls, None, key)
+
+
+def _catalog_id(runtime: Runtime, key: str) -> ObjectId | None:
+    entry = runtime.catalog.get(key)
+    return None if entry is None else entry.id
