@@ -12,7 +12,8 @@
 | ``dial.py`` | a WebSocket to a peer (links, relays) that never leaks a refused handshake's socket |
 | ``router.py`` | ``Cluster``: who owns what under the current epoch, the links, adopting newer epochs |
 | ``etcd.py`` | a trio client of etcd's v3 gateway (CAS, leases, watches) |
-| ``registry.py`` | the membership record, tombstones and holds records in etcd |
+| ``records.py`` | the formats of the etcd records: members, tombstones, holds (slot sets) |
+| ``registry.py`` | reading, changing (compare-and-swap) and following those records |
 | ``liveness.py`` | this node's liveness lease in etcd and the fence it implies |
 | ``etcd_member.py`` | a node's life in an etcd membership: join, watch, publish holds, leave |
 | ``settle.py`` | the gate of the runtime: activate only owned objects no other node may still hold |
