@@ -146,26 +146,8 @@ class ObjectFile:
         if self.conn is None and self.path.exists():
             self._connect()
         elif self.conn is None and self._legacy_path is not None and self._legacy_path.exists():
-            self._adopt_legacy_file(self._legacy_path)
+            move_legacy_file(self._legacy_path, self.path)
             self._connect()
-
-    def _adopt_legacy_file(self, old: Path) -> None:
-        """Move the file (and its WAL) from an older version's layout to ``path``, durably.
-
-        Renames within one filesystem: a crash leaves the file whole in one place or the other (the
-        WAL is moved first, so a file found at ``path`` always has its WAL beside it).
-        """
-        new_dirs = [d for d in self.path.parents[:3] if not d.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for folder in {d.parent for d in new_dirs}:
-            _fsync_path(folder)
-        for suffix in ("-wal", ""):
-            if os.path.exists(f"{old}{suffix}"):
-                os.rename(f"{old}{suffix}", f"{self.path}{suffix}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{old}-shm")  # an index of the WAL, rebuilt from it
-        _fsync_path(self.path.parent)
-        _fsync_path(old.parent)
 
     def _connect(self, *, new: bool = False) -> None:
         self.unopened = False
@@ -381,7 +363,7 @@ class ObjectFile:
             os.close(fd)
         os.rename(temporary, self.path)
         for folder in {self.path.parent, *(d.parent for d in unknown)}:
-            _fsync_path(folder)
+            fsync_path(folder)
         durable.update(str(d) for d in unknown)
         # The file is left closed until the object's next read or write opens it (``unopened``):
         # an object written once (most of a spread workload) never opens it. Opening costs more
@@ -409,12 +391,12 @@ class ObjectFile:
         finally:
             os.close(fd)
         if self._db_unsynced:
-            _fsync_path(self.path)
+            fsync_path(self.path)
             self._db_unsynced = False
         first, self._wal_synced = not self._wal_synced, True
         if first or self._new_dirs:
             for folder in {self.path.parent, *(d.parent for d in self._new_dirs)}:
-                _fsync_path(folder)
+                fsync_path(folder)
             self._new_dirs.clear()
 
     def rollback(self) -> None:
@@ -512,7 +494,27 @@ def _empty_database() -> bytes:
     return _EMPTY_DATABASE
 
 
-def _fsync_path(path: Path) -> None:
+def move_legacy_file(old: Path, new: Path) -> None:
+    """Move a file (and its WAL) from an older version's layout to ``new``, durably.
+
+    Renames within one filesystem: a crash leaves the file whole in one place or the other (the WAL
+    is moved first, so a file found at ``new`` always has its WAL beside it).
+    """
+    new_dirs = [d for d in new.parents[:3] if not d.exists()]
+    new.parent.mkdir(parents=True, exist_ok=True)
+    for folder in {d.parent for d in new_dirs}:
+        fsync_path(folder)
+    for suffix in ("-wal", ""):
+        if os.path.exists(f"{old}{suffix}"):
+            os.rename(f"{old}{suffix}", f"{new}{suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{old}-shm")  # an index of the WAL, rebuilt from it
+    fsync_path(new.parent)
+    fsync_path(old.parent)
+
+
+def fsync_path(path: Path | str) -> None:
+    """fsync a file or a folder (a folder: makes the entries created or removed in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
