@@ -14,6 +14,7 @@ It is written from commit worker threads (one lock serialises them) and read fro
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,22 +98,46 @@ class Catalog:
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         """One transaction, committed (and fsynced) when this returns."""
+        self._execute_many(
+            "INSERT INTO objects (id, class, name, created, alarm) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET alarm = excluded.alarm",
+            rows,
+        )
+
+    def _execute_many(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``statement`` for each row, in one transaction committed (and fsynced) when this returns."""
         # Not ``with self._conn:``: apsw holds the GIL through that block's COMMIT, fsync included,
         # which stops the event loop and every other thread for a disk flush. ``execute`` releases it.
         with self._lock:
             cursor = self._conn.cursor()
             cursor.execute("BEGIN")
             try:
-                cursor.executemany(
-                    "INSERT INTO objects (id, class, name, created, alarm) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET alarm = excluded.alarm",
-                    rows,
-                )
+                cursor.executemany(statement, rows)
                 cursor.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     cursor.execute("ROLLBACK")
                 raise
+
+    def record_all(self, entries: Sequence[tuple[ObjectId, float | None]], now: float) -> None:
+        """Insert or update the entries (object, alarm) in one transaction, durable when this returns
+        (objects adopted from another node). Blocks: call it from a worker thread."""
+        self._write([(i.hex, i.cls, i.name, now, alarm) for i, alarm in entries])
+
+    def forget_all(self, hex_ids: Sequence[str]) -> None:
+        """Delete the entries in one transaction, durable when this returns. Blocks like ``record_all``."""
+        self._execute_many("DELETE FROM objects WHERE id = ?", [(h,) for h in hex_ids])
+
+    def held(self, hex_ids: Sequence[str]) -> set[str]:
+        """Those of ``hex_ids`` that have an entry."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(hex_ids), 500):  # under SQLite's limit of bound parameters
+                chunk = hex_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(f"SELECT id FROM objects WHERE id IN ({marks})", chunk)
+                found.update(str(row[0]) for row in rows)
+        return found
 
     def set_alarm(self, object_id: ObjectId, alarm: float | None) -> None:
         """Correct an existing entry's alarm (after the object showed it was stale)."""

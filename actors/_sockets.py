@@ -9,6 +9,9 @@ Guarantees
 - The output gate covers sockets: ``ws.send`` and ``ws.close`` inside a turn only queue; what a turn
   queued leaves after the turn's batch is durable, and is dropped if the turn raised (its writes were
   rolled back too). So no member ever sees a message whose state change could still be lost.
+- When its object moves to another node (``Runtime.release``) every socket is closed with the move's
+  code and forgotten; ``on_close`` does not run for them here (the object is no longer on this node;
+  its clients reconnect, and the new owner runs ``on_connect``).
 - Protocol-level pings are answered by the node without waking the object.
 - Limits: ``MAX_SOCKETS_PER_OBJECT`` open sockets per object, ``MAX_ATTACHMENT_BYTES`` per attachment,
   ``MAX_TAGS_PER_SOCKET`` tags of at most ``MAX_TAG_BYTES`` each (Cloudflare's numbers).
@@ -56,7 +59,8 @@ class WebSocket:
     """An open socket of an object, as the object sees it. Built by the runtime only."""
 
     __slots__ = (
-        "_attachment", "_hub", "_object_id", "_transport", "binary", "closed", "id", "params", "tags",
+        "_attachment", "_hub", "_moved", "_object_id", "_transport", "binary", "closed", "id", "params",
+        "tags",
     )  # fmt: skip
 
     def __init__(
@@ -82,6 +86,8 @@ class WebSocket:
         self._attachment: bytes | None = None
         #: the object (or the peer) closed it; sends are ignored
         self.closed = False
+        #: closed because its object moved to another node (``SocketHub.close_moved``): no ``on_close``
+        self._moved = False
 
     def send(self, data: Any) -> None:
         """Queue a frame: str goes as a text frame, bytes as a binary frame, any other plain value
@@ -224,10 +230,22 @@ class SocketHub:
         await self._runtime.run_hook(object_id, "on_message", ws, data)
 
     async def disconnect(self, object_id: ObjectId, ws: WebSocket, code: int, reason: str) -> None:
-        """The connection is gone: unregister it, then run ``on_close`` as a turn."""
+        """The connection is gone: unregister it, then run ``on_close`` as a turn (not for a socket
+        closed by a move: its object is no longer here)."""
         ws.closed = True
         self._forget(object_id, ws.id)
-        await self._runtime.run_hook(object_id, "on_close", ws, code, reason)
+        if not ws._moved:
+            await self._runtime.run_hook(object_id, "on_close", ws, code, reason)
+
+    def close_moved(self, object_id: ObjectId, code: int, reason: str) -> int:
+        """Close every socket of an object that moved to another node with ``code`` and forget them;
+        returns how many. Frames its turns queued earlier were released before (they precede the close
+        on each socket)."""
+        sockets = self._by_object.pop(object_id.hex, {})
+        for ws in sockets.values():
+            ws._moved = True
+            ws.deliver((code, reason), "close")
+        return len(sockets)
 
     def _forget(self, object_id: ObjectId, socket_id: str) -> None:
         sockets = self._by_object.get(object_id.hex)
