@@ -19,6 +19,10 @@ from ._hooks import ActivationStatistics as ActivationStatistics
 from ._hooks import Hooks as Hooks
 from ._hooks import RuntimeStatistics as RuntimeStatistics
 from ._ids import ObjectId as ObjectId
+from ._moves import AdoptOutcome as AdoptOutcome
+from ._moves import Arrival as Arrival
+from ._moves import Gate as Gate
+from ._moves import Released as Released
 from ._object import DurableObject as DurableObject
 from ._object import Env as Env
 from ._object import Stub as Stub
@@ -36,13 +40,17 @@ __all__ = [
     "ALARM_MAX_RETRIES",
     "ALARM_RETRY_START_SECONDS",
     "ActivationStatistics",
+    "AdoptOutcome",
     "App",
+    "Arrival",
     "CatalogEntry",
     "Durability",
     "DurableObject",
     "Env",
+    "Gate",
     "Hooks",
     "ObjectId",
+    "Released",
     "Runtime",
     "RuntimeStatistics",
     "Settings",

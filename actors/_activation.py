@@ -270,6 +270,8 @@ class Activation:
 
     async def _activate(self) -> bool:
         runtime, started = self.runtime, trio.current_time()
+        # First of all, so that ``_close`` (which always follows) pairs it with ``object_closed``.
+        runtime.hooks.object_opened(self.id)
         try:
             self.file.open_if_exists()
             self.committed_alarm = self.file.stored_alarm()
@@ -332,6 +334,11 @@ class Activation:
         # With few queued, run them all too (and maybe hold, see ``_hold``): splitting them would
         # double the fsyncs for little overlap. Only this worker starts fsyncs of this file, so the
         # disk stays idle until this batch commits.
+        gate = runtime.gate
+        if gate is not None:
+            refused = gate.may_write()
+            if refused is not None:
+                return self._refuse_batch(refused)
         queued = len(self.queue)
         split = limit
         if runtime.pipelined_sync and not self._syncer_running and queued >= SPLIT_AT_LEAST:
@@ -382,13 +389,27 @@ class Activation:
         runtime.table.touch(self)
         return committed
 
+    def _refuse_batch(self, error: ActorError) -> bool:
+        """The node is fenced (``Gate.may_write``): fail every queued call with ``error``; none ran.
+
+        Writes still uncommitted (``on_start``'s, committed with the first batch) are rolled back and
+        the instance discarded (False: its memory may hold them), as after a failed commit.
+        """
+        self._fail_queue(lambda: error)
+        if self.file.has_writes():
+            self.file.rollback()
+            self.file.reset_batch_flags()
+            return False
+        return True
+
     async def _run_turns(self, batch: list[Work], split: int, limit: int) -> bool:
         """Run queued calls as turns, appending them to ``batch``, until the queue is empty.
 
         Returns False if the batch must commit now: it reached ``split`` (with writes) or ``limit``,
-        or a solo turn ran or is next.
+        a solo turn ran or is next, or the fence went up (``Gate.may_write``: no turn starts after it;
+        the next batch refuses what is queued).
         """
-        queue, pipelined = self.queue, self.runtime.pipelined_sync
+        queue, pipelined, gate = self.queue, self.runtime.pipelined_sync, self.runtime.gate
         while queue and len(batch) < limit:
             # One cancel scope for many turns (a scope per turn would cost more than the turn);
             # the deadline watch cancels it only for a turn that overruns; a fresh one serves the rest.
@@ -401,6 +422,9 @@ class Activation:
                     if work.solo and (batch or self.file.has_writes()):
                         queue.appendleft(work)  # commit what came before it first
                         break
+                    if gate is not None and batch and gate.may_write() is not None:
+                        queue.appendleft(work)
+                        return False
                     batch.append(work)
                     await self._run_turn(work)
                     if work.solo:
@@ -606,6 +630,8 @@ class Activation:
             self._fail_queue(lambda: ObjectReset(f"{self.id} was reset; this call never ran"))
         else:
             self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
+        # A shutdown or a move leaves one self-contained file (no -wal); idle eviction does not pay it.
+        checkpoint = reason in ("shutdown", "moved")
         try:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):
@@ -613,15 +639,14 @@ class Activation:
             if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
             elif not runtime.io_in_threads:
-                self.file.close(checkpoint=reason == "shutdown")
+                self.file.close(checkpoint=checkpoint)
             else:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(
-                        functools.partial(self.file.close, checkpoint=reason == "shutdown")
-                    )
+                    await trio.to_thread.run_sync(functools.partial(self.file.close, checkpoint=checkpoint))
         except Exception as exc:
             runtime.internal_error(exc, f"closing {self.id}")
         finally:
+            runtime.hooks.object_closed(self.id)
             self.instance = None
             self._set_state(ActivationState.EVICTED)
             runtime.table.remove(self)

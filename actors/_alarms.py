@@ -12,6 +12,10 @@ Guarantees
   retry fails the alarm is deleted and reported through ``Hooks.alarm_finished(..., "failed")``. A
   restart forgets the retry count (the alarm is still stored and simply fires again), so a crash can add
   attempts but never lose the alarm.
+- An alarm whose turn the placement gate or the fence refused with ``OwnerUnavailable`` (the object is
+  moving, or the node is fenced; ``_moves.py``) never ran: that is not an attempt. It stays pending and
+  is tried again after ``ALARM_REFUSED_RETRY_SECONDS``, for as long as this node holds the object; once
+  the object is discarded here (moved away) it is dropped.
 
 Mechanism: a heap of (time, id) with lazy deletion; ``_due`` holds the live entry per object. One task
 sleeps until the earliest entry (in trio time, so MockClock drives it) and starts each due alarm as its
@@ -33,8 +37,14 @@ if TYPE_CHECKING:
 
 ALARM_RETRY_START_SECONDS: Final = 2.0
 ALARM_MAX_RETRIES: Final = 6
+#: seconds before an alarm refused by the gate or the fence is tried again (not counted as a retry)
+ALARM_REFUSED_RETRY_SECONDS: Final = 1.0
 #: alarms running at once (after a restart thousands may be due together)
 ALARM_CONCURRENCY: Final = 64
+
+
+class AlarmRefused(Exception):
+    """Raised by ``Runtime.run_alarm`` when the gate or the fence refused the alarm's turn before it ran."""
 
 
 class AlarmScheduler:
@@ -109,6 +119,11 @@ class AlarmScheduler:
         async with self._limiter:
             try:
                 ran = await runtime.run_alarm(object_id, retries, force=force)
+            except AlarmRefused:
+                # Not an attempt. Kept while this node still holds the object (a newer alarm set
+                # meanwhile wins); an object discarded since has moved, and its alarm with it.
+                if object_id.hex not in self._due and runtime.catalog.get(object_id.hex) is not None:
+                    self.set(object_id, runtime.clock.now() + ALARM_REFUSED_RETRY_SECONDS, retries=retries)
             except ActorError as exc:
                 if retries < ALARM_MAX_RETRIES:
                     delay = ALARM_RETRY_START_SECONDS * 2**retries

@@ -8,6 +8,10 @@ does the same for the same reason). Hooks run on the trio thread and must not bl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._ids import ObjectId
 
 
 class Hooks:
@@ -23,7 +27,20 @@ class Hooks:
         """An object was activated (file opened, ``on_start`` ran)."""
 
     def evicted(self, cls: str, reason: str) -> None:
-        """An object left memory: ``idle``, ``capacity``, ``reset``, ``forced`` or ``shutdown``."""
+        """An object left memory: ``idle``, ``capacity``, ``reset``, ``forced``, ``shutdown`` or ``moved``
+        (``Runtime.release``)."""
+
+    def object_opened(self, object_id: ObjectId) -> None:
+        """An activation is about to open (or create) the object's file; none of its turns ran yet.
+
+        With ``object_closed`` it brackets every access of one activation to the file: per activation
+        exactly one ``object_opened``, then exactly one ``object_closed`` once the file handle is closed
+        (eviction, release, reset, shutdown), even if activating failed. A history checker can assert
+        that no two nodes hold one object open at once.
+        """
+
+    def object_closed(self, object_id: ObjectId) -> None:
+        """The activation's file handle is closed (see ``object_opened``)."""
 
     def committed(self, seconds: float, turns: int) -> None:
         """A batch of ``turns`` turns committed, taking ``seconds``."""

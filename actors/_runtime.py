@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ import trio
 
 from . import _codec
 from ._activation import Activation, TurnFn, Work, WorkState, retry_after
-from ._alarms import AlarmScheduler
+from ._alarms import AlarmRefused, AlarmScheduler
 from ._app import App
 from ._catalog import Catalog, CatalogEntry
 from ._clock import EpochClock
@@ -35,6 +35,7 @@ from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._lifecycle import ActivationState
+from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_staged_files
 from ._object import DurableObject, Stub
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
@@ -48,6 +49,7 @@ from .errors import (
     InvalidArgument,
     ObjectNotFound,
     Overloaded,
+    OwnerUnavailable,
     ShuttingDown,
 )
 
@@ -132,6 +134,9 @@ class Runtime:
         self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
         self._call_timeout = settings.call_timeout
         self._max_queue_depth = settings.max_queue_depth
+        #: where objects may be activated and whether this node may write (``set_gate``; None: anywhere)
+        self.gate: Gate | None = None
+        self._moves = Moves(self)
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -418,10 +423,14 @@ class Runtime:
 
     async def run_alarm(self, object_id: ObjectId, retries: int, *, force: bool = False) -> bool:
         """Run the object's alarm if it is due (or set at all, with ``force``); False if it was not
-        (a stale catalog entry, or an alarm moved later)."""
+        (a stale catalog entry, or an alarm moved later). AlarmRefused if the gate or the fence
+        refused its turn before it ran (``OwnerUnavailable``)."""
         clock, fired_at = self.clock, trio.current_time()
+        reached = False
 
         async def turn(instance: DurableObject) -> tuple[bool, float | None]:
+            nonlocal reached
+            reached = True
             file = instance.storage._file
             at = file.stored_alarm()
             # Due-ness is decided in trio time, as the scheduler decided it (a round trip through
@@ -434,7 +443,12 @@ class Runtime:
                 instance.storage.delete_alarm()
             return True, None
 
-        ran, stored = await self.submit(object_id, turn, "alarm")
+        try:
+            ran, stored = await self.submit(object_id, turn, "alarm")
+        except OwnerUnavailable:
+            if reached:
+                raise  # alarm() itself raised it: an ordinary failure
+            raise AlarmRefused(f"{object_id}: the gate or the fence refused its alarm") from None
         if not ran:
             self.alarms.set(object_id, stored)
             self.catalog.set_alarm(object_id, stored)
@@ -451,6 +465,50 @@ class Runtime:
 
     def log_alarm_gave_up(self, object_id: ObjectId, exc: ActorError) -> None:
         log.error("alarm of %s failed after all retries; deleted: %s: %s", object_id, exc.type, exc)
+
+    #### Moving objects between nodes (``_moves.py``)
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Consult ``gate`` before activating an object and before each batch of turns (see ``Gate``)."""
+        self.gate = gate
+
+    def holds(self, object_id: ObjectId) -> bool:
+        """Whether the object is live here or has a catalog entry here (no object is woken)."""
+        return self._moves.holds(object_id)
+
+    async def release(
+        self, object_id: ObjectId, *, close_code: int = 4012, reason: str = "object moved"
+    ) -> Released | None:
+        """Let the object leave this node; returns its self-contained file, or None if it has no
+        storage here.
+
+        Precondition: the gate refuses to activate it already (else RuntimeError). Returns once its
+        running and queued turns committed durably, its sockets were closed with ``close_code`` and
+        ``reason`` (``on_close`` does not run here) and its file was closed and checkpointed (no
+        ``-wal``). Concurrent releases of one object get the same answer.
+        """
+        return await self._moves.release(object_id, close_code, reason)
+
+    def staging_path(self, object_id: ObjectId) -> Path:
+        """Where to write the bytes of the object's file as they arrive (its folder is made)."""
+        return self._moves.staging_path(object_id)
+
+    async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
+        """Store objects whose files were written at ``staging_path``; one outcome per arrival, in order.
+
+        An object is stored here (file durable under its name, catalog entry with its alarm committed,
+        alarm scheduled) only once this returns ``stored`` for it; nothing is activated and the gate
+        is not consulted. A SHA-256 mismatch or missing file fails that arrival alone (InvalidArgument);
+        an object held here already keeps this node's copy (``already_held``). Raises InternalError if
+        the batch could not be made durable: then none of it is held here.
+        """
+        return await self._moves.adopt(arrivals)
+
+    async def discard(self, object_ids: Sequence[ObjectId]) -> None:
+        """Delete this node's copies of released objects: files, catalog entries, pending alarms,
+        durably when this returns. Precondition: released, and the gate refuses them (a live object
+        raises RuntimeError). Idempotent."""
+        await self._moves.discard(object_ids)
 
     #### Administration
 
@@ -523,6 +581,10 @@ class Runtime:
         if activation is not None:
             activation.request_eviction("forced")
             await activation.evicted.wait()
+
+    def live_ids(self) -> dict[str, ObjectId]:
+        """hex id -> id of every object in memory now (evicting ones included: their file is open)."""
+        return {hex_id: activation.id for hex_id, activation in self.table.live.items()}
 
     def stored_ids(self) -> tuple[str, ...]:
         """The hex id of every object with storage on this node (from the catalog; none is woken)."""
@@ -631,6 +693,7 @@ async def open_runtime(
         io_in_threads=io_in_threads,
     )
     try:
+        remove_staged_files(runtime.data_dir / "objects")  # transfers that did not finish
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)

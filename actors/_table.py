@@ -4,6 +4,9 @@ Guarantees
 - Single live instance: ``get`` returns the one ACTIVATING/ACTIVE activation of an id, or creates it. While
   an activation is EVICTING, callers wait for it to finish closing its file before a new one opens it, so
   two instances never hold the same file.
+- Placement: with a gate set (``Runtime.set_gate``, see ``_moves.py``), an object that is not live is
+  activated only if ``gate.may_activate`` allows it; otherwise its error is raised to the caller and
+  nothing is created, opened or activated. Live activations are not affected.
 - Bounded memory: at most ``max_live_objects`` activations. Making room evicts the least recently active
   idle object; if every live object is busy, the caller waits (until its deadline) for the first one to
   go idle, which then leaves at once.
@@ -50,6 +53,11 @@ class Table:
         while True:
             activation = self.live.get(object_id.hex)
             if activation is None:
+                gate = self._runtime.gate
+                if gate is not None:
+                    refused = gate.may_activate(object_id)  # placement: single writer across nodes
+                    if refused is not None:
+                        raise refused
                 if len(self.live) < self._runtime.max_live_objects:
                     return self._activate(object_id)
                 self._make_room()
