@@ -105,6 +105,11 @@ class Gate(Protocol):
     def may_activate(self, object_id: ObjectId) -> ActorError | None:
         """Asked before an object that is not live is activated here."""
 
+    async def admit(self, object_id: ObjectId, deadline: float) -> None:
+        """Called when ``may_activate`` refused: wait (up to ``deadline``, trio time) until the
+        object may be activated here and return, or raise the reason it may not (for instance
+        after asking the node that may still hold it). The caller asks ``may_activate`` again."""
+
     def may_write(self) -> ActorError | None:
         """Asked by each activation before each batch of turns (so: cheap)."""
 

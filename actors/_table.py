@@ -5,7 +5,8 @@ Guarantees
   an activation is EVICTING, callers wait for it to finish closing its file before a new one opens it, so
   two instances never hold the same file.
 - Placement: with a gate set (``Runtime.set_gate``, see ``_moves.py``), an object that is not live is
-  activated only if ``gate.may_activate`` allows it; otherwise its error is raised to the caller and
+  activated only if ``gate.may_activate`` allows it; otherwise ``gate.admit`` waits until it does
+  (bounded by the caller's deadline) or raises its error to the caller, and
   nothing is created, opened or activated. Live activations are not affected.
 - Bounded memory: at most ``max_live_objects`` activations. Making room evicts the least recently active
   idle object; if every live object is busy, the caller waits (until its deadline) for the first one to
@@ -57,7 +58,8 @@ class Table:
                 if gate is not None:
                     refused = gate.may_activate(object_id)  # placement: single writer across nodes
                     if refused is not None:
-                        raise refused
+                        await gate.admit(object_id, deadline)  # waits, or raises why not
+                        continue
                 if len(self.live) < self._runtime.max_live_objects:
                     return self._activate(object_id)
                 self._make_room()

@@ -55,7 +55,8 @@ class EtcdMember:
         self.node_id = node_id
         self.url = url
         self._secret = secret
-        self._source = f"etcd {etcd.url} {etcd.prefix}"
+        # not the URL: nodes may reach one etcd cluster through different endpoints
+        self._source = f"etcd {etcd.prefix}"
         self.liveness = Liveness(etcd, node_id, lease)
         #: set when this node has finished leaving, or was removed: the node stops
         self.done = trio.Event()

@@ -83,7 +83,7 @@ class Membership:
     epoch: int = FILE_EPOCH
     #: members handing their objects off before they leave (etcd): reachable, but they own nothing
     leaving: frozenset[str] = frozenset()
-    #: where a membership that changes at run time comes from (``"etcd <url> <prefix>"``); None for
+    #: where a membership that changes at run time comes from (``"etcd <prefix>"``); None for
     #: a file, whose membership is fixed for the life of the process
     source: str | None = None
 

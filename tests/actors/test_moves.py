@@ -105,6 +105,9 @@ class SwitchGate:
     def may_write(self) -> ActorError | None:
         return self.fence
 
+    async def admit(self, object_id: ObjectId, deadline: float) -> None:
+        raise MOVING  # this gate never waits: a refusal is final
+
 
 def test_switch_gate_is_a_gate() -> None:
     gate: Gate = SwitchGate()

@@ -131,7 +131,8 @@ async def test_a_node_cut_off_from_etcd_stops_taking_turns(tmp_path: Path) -> No
                 names = [f"fence-{i}" for i in range(40)]
                 on_n2 = []
                 for name in names:
-                    assert (await _increment(nodes, "n2", name))[0] == 200
+                    status, body = await _increment(nodes, "n2", name)
+                    assert status == 200, body
                     if object_hex("Counter", name) in _stored_files(tmp_path / "n2"):
                         on_n2.append(name)
                 assert on_n2
