@@ -97,7 +97,10 @@ class EtcdMember:
 
         def changed(old: Membership, new: Membership) -> None:
             republish.set()
-            if new.member(self.node_id) is None:
+            if new.member(self.node_id) is None and self.node_id in old.leaving:
+                self.outcome = "left"  # its own removal once every object was handed off (``_leave``)
+                self.done.set()
+            elif new.member(self.node_id) is None:
                 self.outcome = "removed"
                 log.error(
                     "this node was removed from the cluster; stopping",
