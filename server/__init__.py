@@ -195,7 +195,7 @@ def _handoff_parts(
     mover = Mover(
         cluster, runtime, metrics, rate=config.handoff_rate, max_message_bytes=config.max_frame_bytes
     )
-    receiver = Receiver(cluster, runtime, metrics)
+    receiver = Receiver(cluster, runtime, metrics, mover)
     gate = ClusterGate(cluster, runtime.holds, mover.moving, member.liveness)
     gate.set_published(frozenset(), initial=True)  # nothing activates before our holds are in etcd
     runtime.set_gate(gate)

@@ -125,7 +125,7 @@ class EtcdMember:
                 await republish.wait()
                 republish = trio.Event()
                 await self._publish(router, gate, mover, live_slots)
-                if self.node_id in router.membership.leaving and not mover.remaining and not mover.moving:
+                if self.node_id in router.membership.leaving and mover.done:
                     await self._leave(router)
                     return
                 await trio.sleep(PUBLISH_EVERY_SECONDS)
@@ -157,6 +157,9 @@ class EtcdMember:
     ) -> None:
         while True:
             epoch = router.epoch
+            await mover.wait_scanned(epoch)  # what it still stores of others' is known only then
+            if router.epoch != epoch:
+                continue
             slots = self._wanted_slots(router, mover, live_slots)
             try:
                 await self.registry.publish_holds(self.node_id, epoch, SlotSet.from_slots(slots))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -40,7 +40,7 @@ import trio
 from actors import Arrival, ObjectId
 from actors.errors import InvalidArgument, OwnerUnavailable
 
-from .settle import slot_of
+from .settle import WANT_OPERATION, slot_of
 
 if TYPE_CHECKING:
     from actors import Runtime
@@ -66,6 +66,24 @@ class HandoffMetrics(Protocol):
 
     def handed_off(self, objects: int) -> None: ...
     def received(self, objects: int) -> None: ...
+
+
+class _Moving:
+    """Objects being handed off (``sending``) or whose last send has no known outcome (``unsure``,
+    with the node it went to): the gate activates none of them here."""
+
+    def __init__(self) -> None:
+        self.sending: set[str] = set()
+        self.unsure: dict[str, str] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.sending or key in self.unsure
+
+    def __len__(self) -> int:
+        return len(self.sending | self.unsure.keys())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sending | self.unsure.keys())
 
 
 @dataclass(slots=True)
@@ -97,7 +115,7 @@ class Mover:
         #: objects stored (or live) here that other nodes own, by hex id
         self.remaining: dict[str, _Item] = {}
         #: objects whose transfer is under way or whose outcome is unknown: activated for no one
-        self.moving: set[str] = set()
+        self.moving = _Moving()
         #: set when an object moved (or failed to) so ``want`` callers can look again
         self._progress = trio.Event()
         self._work = trio.Event()
@@ -106,12 +124,25 @@ class Mover:
         self.on_empty: Callable[[], None] | None = None
         self._tokens = 0.0
         self._refilled = 0.0
+        #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
+        self.scanned_epoch = 0
+        self._scanned = trio.Event()
 
     #### What others tell the mover
 
     def membership_changed(self, *_: Any) -> None:
         self._rescan = True
         self._work.set()
+
+    async def wait_scanned(self, epoch: int) -> None:
+        """Return once a scan under ``epoch`` (or a newer one) has finished."""
+        while self.scanned_epoch < epoch:
+            await self._scanned.wait()
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to hand off under the current epoch (scanned, nothing remaining or moving)."""
+        return self.scanned_epoch == self._router.epoch and not self.remaining and not self.moving
 
     def foreign_slots(self) -> set[int]:
         """Slots in which this node still has objects to hand off (part of its holds record)."""
@@ -137,7 +168,9 @@ class Mover:
             item.wanted = True
             item.object_id = item.object_id or object_id
         self._work.set()
-        while key in self.remaining or key in self.moving:
+        # Answer only once the object is gone from here (stored by its owner), never while a batch
+        # holds it between the queue and the wire.
+        while key in self.remaining or key in self.moving or runtime.holds(object_id):
             if trio.current_time() >= deadline:
                 raise OwnerUnavailable(
                     f"{object_id} is still moving off node {router.self_id}", node=router.self_id
@@ -154,9 +187,24 @@ class Mover:
             if self._rescan:
                 self._rescan = False
                 await self._scan()
+            owned = [(k, t) for k, t in self.moving.unsure.items() if self._router.owns_hex(k)]
+            for key, target in owned:
+                try:
+                    await self._resolve(key, target)
+                except Exception as exc:  # the target is away: the object stays unavailable here
+                    log.warning(
+                        "could not learn where an object went",
+                        extra={
+                            "event": "handoff_unresolved",
+                            "object": key,
+                            "peer": target,
+                            "error": repr(exc),
+                        },
+                    )
+                    await trio.sleep(RETRY_SECONDS)
             batch = self._next_batch()
             if batch is None:
-                if not self.remaining and not self.moving and self.on_empty is not None:
+                if self.done and self.on_empty is not None:
                     self.on_empty()
                 self._work = trio.Event()
                 if not self._rescan:
@@ -177,6 +225,7 @@ class Mover:
                     },
                 )
                 for item in items:
+                    self.moving.sending.discard(item.hex)
                     self.remaining.setdefault(item.hex, item)
                 await trio.sleep(RETRY_SECONDS)
             finally:
@@ -186,20 +235,27 @@ class Mover:
     async def _scan(self) -> None:
         """Find every object stored or live here that another node owns under the current epoch."""
         runtime, router = self._runtime, self._router
+        epoch = router.epoch
         owns_hex = router.map.owner
         me = router.self_id
         stored = await trio.to_thread.run_sync(runtime.stored_ids)
+        if router.epoch != epoch:  # changed meanwhile: scan again under the new map
+            self._rescan = True
+            return
         live = runtime.live_ids()
         found: dict[str, _Item] = {}
         for key in stored:
-            if owns_hex(key)[0] != me and key not in self.moving:
+            if owns_hex(key)[0] != me and key not in self.moving.sending:
                 found[key] = self.remaining.get(key) or _Item(key, None)
         for key, object_id in live.items():
-            if owns_hex(key)[0] != me and key not in self.moving:
+            if owns_hex(key)[0] != me and key not in self.moving.sending:
                 item = found.get(key) or self.remaining.get(key) or _Item(key, object_id)
                 item.live, item.object_id = True, item.object_id or object_id
                 found[key] = item
         self.remaining = found
+        self.scanned_epoch = epoch
+        scanned, self._scanned = self._scanned, trio.Event()
+        scanned.set()
         if found:
             log.info(
                 "handoff planned",
@@ -223,6 +279,7 @@ class Mover:
                 batch.append(item)
         for item in batch:
             del self.remaining[item.hex]
+            self.moving.sending.add(item.hex)  # from here until its outcome is known
         return owner, batch
 
     async def _take_tokens(self, count: int) -> None:
@@ -240,37 +297,45 @@ class Mover:
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
             for item in items:
+                self.moving.sending.discard(item.hex)
                 self.remaining.setdefault(item.hex, item)
             self._rescan = True
             return
         released = []
+        sending = self.moving.sending
         for item in items:
             object_id = item.object_id or _catalog_id(runtime, item.hex)
             if object_id is None:
+                sending.discard(item.hex)
                 continue  # deleted since the scan
-            self.moving.add(item.hex)
             try:
                 done = await runtime.release(object_id)
             except BaseException:
-                self.moving.discard(item.hex)
+                sending.discard(item.hex)
                 raise
             if done is None:
-                self.moving.discard(item.hex)  # no storage after all (never written): nothing to move
+                sending.discard(item.hex)  # no storage after all (never written): nothing to move
+                self.moving.unsure.pop(item.hex, None)
                 continue
             released.append((object_id, done))
         if not released:
             return
         try:
-            await self._send(link, released)
+            await self._send(owner, link, released)
+        except BaseException:
+            # The outcome is unknown: the new owner may have stored them. Until a send is answered,
+            # they stay moving (activated for no one) and are sent again (``already_held`` then).
+            for object_id, _ in released:
+                self.moving.unsure[object_id.hex] = owner
+                self.remaining.setdefault(object_id.hex, _Item(object_id.hex, object_id))
+            raise
         finally:
             for object_id, _ in released:
-                if object_id.hex not in self.remaining:
-                    self.moving.discard(object_id.hex)
+                sending.discard(object_id.hex)
 
-    async def _send(self, link: Any, released: list[tuple[ObjectId, Any]]) -> None:
+    async def _send(self, owner: str, link: Any, released: list[tuple[ObjectId, Any]]) -> None:
         router, runtime = self._router, self._runtime
         entries: list[dict[str, Any]] = []
-        size = 0
         for object_id, done in released:
             entry = {
                 "cls": object_id.cls, "name": object_id.name, "id": object_id.hex,
@@ -281,7 +346,6 @@ class Mover:
             else:
                 entry["data"] = await trio.Path(done.path).read_bytes()
             entries.append(entry)
-            size += done.size
         kwargs = {"epoch": router.epoch, "objects": entries}
         with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
             reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
@@ -297,15 +361,41 @@ class Mover:
                 if outcome["outcome"] == "failed":
                     log.warning(
                         "handoff of an object failed",
-                        extra={"event": "handoff_failed", "object": object_id.hex, "error": outcome.get("error")},
+                        extra={
+                            "event": "handoff_failed",
+                            "object": object_id.hex,
+                            "error": outcome.get("error"),
+                        },
                     )
                 self.remaining[object_id.hex] = _Item(object_id.hex, object_id)
         if discard:
             await runtime.discard(discard)
+            for object_id in discard:
+                self.moving.unsure.pop(object_id.hex, None)
             self._metrics.handed_off(len(discard))
         if newer > router.epoch:
             await router.reach(newer, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
             self._rescan = True
+
+    async def _resolve(self, key: str, target: str) -> None:
+        """This node owns again an object whose last send (to ``target``) has no known outcome: ask
+        ``target``; if it holds the object it sends it back here (the Receiver replaces this node's
+        older copy), else this copy is the only one."""
+        router = self._router
+        link = router.links.get(target)
+        object_id = _catalog_id(self._runtime, key)
+        if link is None or object_id is None:  # the target left (it handed everything off) or gone
+            self.moving.unsure.pop(key, None)
+            return
+        kwargs = {"epoch": router.epoch, "cls": object_id.cls, "name": object_id.name, "id": key}
+        with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
+            await link.call("", "", WANT_OPERATION, (), kwargs)
+        self.moving.unsure.pop(key, None)  # sent back (and replaced here) or never stored there
+
+    def replaced(self, key: str) -> bool:
+        """Whether an arriving copy must replace this node's copy: this node's send of it has no
+        known outcome, so the arriving copy is the newer one."""
+        return key in self.moving.unsure
 
     async def _send_chunks(self, link: Any, object_id: ObjectId, path: Any, size: int) -> None:
         epoch = self._router.epoch
@@ -325,10 +415,11 @@ class Mover:
 class Receiver:
     """The new owner's side of a handoff (``adopt`` and ``adopt_chunk`` node operations)."""
 
-    def __init__(self, router: Cluster, runtime: Runtime, metrics: HandoffMetrics) -> None:
+    def __init__(self, router: Cluster, runtime: Runtime, metrics: HandoffMetrics, mover: Mover) -> None:
         self._router = router
         self._runtime = runtime
         self._metrics = metrics
+        self._mover = mover
 
     async def chunk(self, kwargs: dict[str, Any]) -> None:
         router, runtime = self._router, self._runtime
@@ -369,6 +460,11 @@ class Receiver:
                     raise InvalidArgument("adopt: data must be bytes")
                 await trio.Path(runtime.staging_path(object_id)).write_bytes(data)
             arrivals.append(Arrival(object_id, sha, None if alarm is None else float(alarm)))
+        stale = [a.object_id for a in arrivals if self._mover.replaced(a.object_id.hex)]
+        if stale:  # this node sent them without learning the outcome: the arriving copies are newer
+            await runtime.discard(stale)
+            for object_id in stale:
+                self._mover.moving.unsure.pop(object_id.hex, None)
         if arrivals:
             for outcome in await runtime.adopt(arrivals):
                 row: dict[str, Any] = {"id": outcome.object_id.hex, "outcome": outcome.status}

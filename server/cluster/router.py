@@ -89,6 +89,9 @@ class Cluster:
     def owns(self, object_id: ObjectId) -> bool:
         return self.map.owner(object_id.hex)[0] == self.self_id
 
+    def owns_hex(self, hex_id: str) -> bool:
+        return self.map.owner(hex_id)[0] == self.self_id
+
     def link_for(self, object_id: ObjectId) -> PeerLink | None:
         """The link to the object's owner, or None if this node owns it."""
         owner = self.map.owner(object_id.hex)[0]

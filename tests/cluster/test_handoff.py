@@ -214,7 +214,8 @@ async def test_membership_changes_under_load_keep_every_history_sound(tmp_path: 
                 await nodes.close()
                 outer.cancel_scope.cancel()
     assert counts["ok"] > 200, counts
-    assert check_counters(history, finals) == []
+    problems = check_counters(history, finals)
+    assert problems == [], "\n".join(problems)
     events = parse_object_events([tmp_path / f"{i}.log" for i in ("n1", "n2", "n3", "n4")])
     assert {e.object for e in events} >= {object_hex("Counter", name) for name in names[:5]}
     assert check_single_writer(events, killed_at) == []
