@@ -29,8 +29,14 @@ async def _increment(nodes: EtcdNodes, via: str, name: str) -> tuple[int, dict[s
 
 
 async def _value(nodes: EtcdNodes, via: str, name: str) -> int:
-    reply = await fetch(nodes.url(via), "GET", f"/counter/{name}")
-    assert reply.status == 200, reply.text
+    """The counter's value; 503 (a node just back whose link is not up yet) is asked again, 5 s at most."""
+    with trio.fail_after(5):
+        while True:
+            reply = await fetch(nodes.url(via), "GET", f"/counter/{name}")
+            if reply.status != 503:
+                break
+            await trio.sleep(0.1)
+    assert reply.status == 200, reply.body
     return int(reply.json()["value"])
 
 

@@ -167,5 +167,5 @@ async def test_changing_the_number_of_workers_on_stored_data_is_refused_not_loop
         )
     assert done.returncode == 2  # not restarted in a loop: the parent stops and says why
     assert b"stores" in done.stderr
-    assert b"objects do not move between nodes yet" in done.stderr
+    assert b"a file membership does not move objects" in done.stderr
     assert pids_matching(f"{data}/cluster.toml") == []
