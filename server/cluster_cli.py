@@ -7,7 +7,8 @@
 
 ``nodes --url`` (the default when neither ``--etcd`` nor ``ACTORS_ETCD`` is given) asks a node: one
 line per member: id, URL, ``up`` or ``down`` (the asking node's link to it), objects with storage
-and objects in memory, tab-separated, then a last line with the epoch; ``--json`` prints the node's
+and objects in memory (with etcd membership also ``epoch=E``, ``to_move=N`` objects it still has to
+hand off, and ``leaving``), tab-separated, then a last line with the epoch; ``--json`` prints the node's
 ``GET /v1/cluster/nodes`` reply as it is. A member that could not answer shows ``?`` for its counts
 and its error on stderr. Exit status as ``actors objects``: 0, 2 usage, 3 the node answered with an
 error, 4 unreachable.
@@ -127,6 +128,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         for member in members:
             up = "up" if member.get("up") else "down"
             counts = [str(member.get(key, "?")) for key in ("objects", "live_objects")]
+            if "to_move" in member or "epoch" in member:  # etcd membership
+                counts += [f"epoch={member.get('epoch', '?')}", f"to_move={member.get('to_move', '?')}"]
+            if member.get("state") == "leaving":
+                counts.append("leaving")
             print("\t".join([str(member.get("node")), str(member.get("url")), up, *counts]))
             if "error" in member:
                 print(f"actors cluster nodes: {member['node']}: {member['error']}", file=sys.stderr)

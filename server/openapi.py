@@ -132,6 +132,10 @@ _SCHEMAS: dict[str, Schema] = {
                     "limit": {"type": "string", "description": "the named limit passed (`LimitExceeded`)"},
                     "retry_after": {"type": "number", "description": "seconds (`Overloaded`, ...)"},
                     "node": {"type": "string", "description": "the owner (`OwnerUnavailable`)"},
+                    "epoch": {
+                        "type": "integer",
+                        "description": "the epoch the refusing node acted under (`OwnerUnavailable`)",
+                    },
                     "reference": {"type": "string", "description": "the log's reference (internal error)"},
                     "traceback": {"type": "string", "description": "the user's traceback (`--debug`)"},
                 },
@@ -159,12 +163,18 @@ _SCHEMAS: dict[str, Schema] = {
             "node": _NODE,
         }
     ),
-    "ClusterNode": _object({"node": _NODE, "url": {"type": "string"}, "up": {"type": "boolean"}}),
+    "ClusterNode": _object(
+        {"node": _NODE, "url": {"type": "string"}, "up": {"type": "boolean"}},
+        {"state": {"const": "leaving", "description": "handing its objects off before it leaves (etcd)"}},
+    ),
     "NodeStats": _object(
         {"node": _NODE, "url": {"type": "string"}, "up": {"type": "boolean"}},
         {
             "objects": {"type": "integer", "description": "objects with storage on the node"},
             "live_objects": {"type": "integer", "description": "objects in its memory"},
+            "epoch": {"type": "integer", "description": "the membership epoch the node acts under (etcd)"},
+            "to_move": {"type": "integer", "description": "objects it still has to hand off (etcd)"},
+            "state": {"const": "leaving", "description": "handing its objects off before it leaves (etcd)"},
             "error": {"type": "string", "description": "why the node's figures are missing"},
         },
     ),
