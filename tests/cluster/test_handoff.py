@@ -13,7 +13,10 @@ from pathlib import Path
 
 import trio
 
+from actors.placement import ClusterMap
+from client import connect
 from tests.server.nodes import fetch
+from tests.server.sockets import open_socket, receive, send_json, wait_closed
 
 from .etcd_nodes import EtcdNodes, EtcdProxy, open_etcd_nodes
 from .etcd_server import running_etcd
@@ -227,3 +230,37 @@ async def test_membership_changes_under_load_keep_every_history_sound(tmp_path: 
     assert check_single_writer(events, killed_at) == []
     moved = {e.object for e in events if e.kind == "opened" and e.node == "n4"}
     assert moved, "n4 took a share of the counters"
+
+
+def _moving_name(prefix: str, cls: str, old: list[str], new: list[str], *, to: str) -> str:
+    """A name of ``cls`` owned by ``old[0]`` under members ``old`` and by ``to`` under ``new``."""
+    before = ClusterMap(tuple((n, "") for n in old))
+    after = ClusterMap(tuple((n, "") for n in new))
+    for i in range(100_000):
+        key = object_hex(cls, f"{prefix}-{i}")
+        if before.owner(key)[0] == old[0] and after.owner(key)[0] == to:
+            return f"{prefix}-{i}"
+    raise AssertionError("no such name")
+
+
+async def test_a_moved_room_closes_its_sockets_with_4012_and_the_sdk_follows(tmp_path: Path) -> None:
+    with running_etcd(tmp_path) as etcd:
+        async with open_etcd_nodes(tmp_path, etcd.url, ["n1", "n2"]) as nodes:
+            room = _moving_name("room", "ChatRoom", ["n1", "n2"], ["n1", "n2", "n3"], to="n3")
+            counter = _moving_name("count", "Counter", ["n1", "n2"], ["n1", "n2", "n3"], to="n3")
+            async with connect(nodes.url("n2"), timeout=10) as sdk:
+                assert await sdk.call("Counter", counter, "increment") == 1
+                epoch = sdk.cluster.epoch
+                async with open_socket(nodes.url("n2"), f"/chat/{room}") as ws:  # relayed to n1
+                    assert (await receive(ws))["type"] == "history"
+                    await send_json(ws, {"user": "ann", "text": "before the move", "ts": 1})
+                    assert (await receive(ws))["seq"] == 1
+                    await nodes.start("n3")
+                    assert await wait_closed(ws) == (4012, "object moved")
+                async with open_socket(nodes.url("n1"), f"/chat/{room}") as ws:  # now relayed to n3
+                    history = await receive(ws)
+                    assert [m["text"] for m in history["messages"]] == ["before the move"]
+                await nodes.wait_settled("n1", {"n1", "n2", "n3"})
+                assert sdk.cluster.epoch > epoch  # the SDK adopted the new map from a Welcome
+                assert {name for name, _ in sdk.cluster.nodes} == {"n1", "n2", "n3"}
+                assert await sdk.call("Counter", counter, "increment") == 2  # the state moved with it
