@@ -5,7 +5,9 @@ Policy (beside ``tests/conftest.py``'s): the recipes are checked with the tools 
 that is missing skips its test with the reason; under CI (``CI=true``) it fails instead, because
 ``scripts/test`` installs every one of them (docker alone is never installed: its checks skip).
 Names a recipe uses (variables, flags, metrics) are compared with what the code really offers:
-``actors serve --help`` and a real node's ``/metrics``.
+``actors serve --help`` and the ``/metrics`` of real nodes, one with a cluster file and one in an
+etcd membership. The etcd is a real one (``tests/cluster/etcd_server.py``), shared by the session:
+each test that uses it has its own key prefix.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.server.nodes import Client, Reply, running_node
+from tests.cluster.etcd_server import EtcdServer, running_etcd
+from tests.server.nodes import Client, Reply, running_command, running_node
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -35,13 +40,8 @@ DRAIN_TIMEOUT_SECONDS = 30.0
 #: it, remove it here, so the check covers it like any other (a metric that lands under another name
 #: then fails the check instead of hiding). Empty: the recipes read only what nodes export.
 PENDING_METRICS: dict[str, str] = {}
-#: etcd membership (issue 11): named only in deploy/README.md's "When etcd membership lands", and
-#: allowed only while ``actors serve --help`` lacks the flag; once it lands, they must be documented.
-ETCD_VARIABLES = {
-    "ACTORS_ETCD": "--etcd",
-    "ACTORS_ADVERTISE": "--advertise",
-    "ACTORS_ETCD_PREFIX": "--etcd-prefix",
-}
+#: the cluster secret of the nodes the checks start (the recipes leave theirs for the operator)
+SECRET = "x" * 40
 
 
 def tool(name: str, why: str) -> str:
@@ -60,7 +60,16 @@ def run(*argv: str, cwd: Path = DEPLOY, timeout: float = 60) -> subprocess.Compl
 
 
 #: the commands whose ``--help`` the checks read
-HELP_COMMANDS = (("serve",), ("objects", "list"), ("objects", "export"), ("objects", "delete"), ("call",))
+HELP_COMMANDS = (
+    ("serve",),
+    ("objects", "list"),
+    ("objects", "export"),
+    ("objects", "delete"),
+    ("call",),
+    ("cluster", "nodes"),
+    ("cluster", "leave"),
+    ("cluster", "remove"),
+)
 _HELP_SCRIPT = """
 import sys
 from server.cli import main
@@ -103,11 +112,6 @@ def documented_variables(help_texts: dict[tuple[str, ...], str]) -> set[str]:
     source names literally (a variable read outside the flag table, like ACTORS_CLUSTER_SECRET)."""
     texts = [*help_texts.values(), *(path.read_text() for path in (REPO / "server").rglob("*.py"))]
     return {name for text in texts for name in re.findall(r"\bACTORS_[A-Z0-9_]+\b", text)}
-
-
-def etcd_variables_pending(serve_help: str) -> set[str]:
-    """The etcd variables whose flag has not landed yet."""
-    return {name for name, flag in ETCD_VARIABLES.items() if not has_flag(serve_help, flag)}
 
 
 #### Files
@@ -176,7 +180,7 @@ def metric_names_exported(text: str) -> set[str]:
     return names
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -184,12 +188,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(url: str, timeout: float = 20.0) -> None:
+    """Until ``/readyz`` answers 200 (an etcd node: once its holds and lease are in etcd)."""
+    deadline = time.monotonic() + timeout
+    while (status := request(url, "/readyz").status) != 200:
+        assert time.monotonic() < deadline, f"{url}/readyz still answers {status} after {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
-def exported_metrics(tmp_path_factory: pytest.TempPathFactory, serve_help: str) -> set[str]:
-    """Metric names a real node exports: ``n1`` of a two-node cluster whose ``n2`` is down, so the
-    peer metrics have a peer to describe."""
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A real etcd for the session (skipped where etcd is not installed, failed under CI)."""
+    with running_etcd(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def file_node_scrape(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``/metrics`` of ``n1`` of a two-node cluster file whose ``n2`` is down, so the peer metrics
+    have a peer to describe, after one call."""
     root = tmp_path_factory.mktemp("metrics")
-    port, peer = _free_port(), _free_port()
+    port, peer = free_port(), free_port()
     (root / "cluster.toml").write_text(
         f'secret = "{"s" * 40}"\n'
         f'[[nodes]]\nid = "n1"\nurl = "http://127.0.0.1:{port}"\n'
@@ -200,7 +219,42 @@ def exported_metrics(tmp_path_factory: pytest.TempPathFactory, serve_help: str) 
         request(node.url, "/counter/deploy-check/increment", method="POST")  # fill the call families
         reply = request(node.url, "/metrics")
     assert reply.status == 200
-    return metric_names_exported(reply.body.decode())
+    return reply.body.decode()
+
+
+def etcd_node_env(etcd: EtcdServer, prefix: str, node_id: str, port: int, data_dir: Path) -> dict[str, str]:
+    """The variables of a node in an etcd membership on loopback (the tests' network policy)."""
+    return {
+        "PATH": os.environ["PATH"],
+        "ACTORS_ETCD": etcd.url,
+        "ACTORS_ETCD_PREFIX": prefix,
+        "ACTORS_NODE_ID": node_id,
+        "ACTORS_ADVERTISE": f"http://127.0.0.1:{port}",
+        "ACTORS_CLUSTER_SECRET": SECRET,
+        "ACTORS_HOST": "127.0.0.1",
+        "ACTORS_PORT": str(port),
+        "ACTORS_DATA_DIR": str(data_dir),
+    }
+
+
+@pytest.fixture(scope="session")
+def etcd_node_scrape(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer) -> str:
+    """``/metrics`` of a ready node alone in an etcd membership (defaults for the lease), after one
+    call."""
+    root = tmp_path_factory.mktemp("etcd-metrics")
+    env = etcd_node_env(etcd, "/deploy-metrics/", "e1", free_port(), root / "data")
+    with running_command([str(BIN / "actors"), "serve"], env, root / "node.log") as node:
+        wait_ready(node.url)
+        request(node.url, "/counter/deploy-check/increment", method="POST")
+        reply = request(node.url, "/metrics")
+    assert reply.status == 200
+    return reply.body.decode()
+
+
+@pytest.fixture(scope="session")
+def exported_metrics(file_node_scrape: str, etcd_node_scrape: str) -> set[str]:
+    """Metric names real nodes export, with a cluster file or in an etcd membership."""
+    return metric_names_exported(file_node_scrape) | metric_names_exported(etcd_node_scrape)
 
 
 @pytest.fixture(scope="session")

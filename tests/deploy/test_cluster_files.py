@@ -1,5 +1,6 @@
-"""The cluster files of the recipes (compose, Kubernetes, systemd) are read by the node's own loader
-as they are, refused without ACTORS_CLUSTER_SECRET, and one of them starts a real cluster node."""
+"""Membership from a file, the simple alternative the systemd recipe keeps beside etcd: its cluster
+file is read by the node's own loader as it is, refused without ACTORS_CLUSTER_SECRET, and the env
+file's commented file-mode lines start a real node of that cluster."""
 
 from __future__ import annotations
 
@@ -12,53 +13,54 @@ import pytest
 from server.cluster import ClusterFileError, load_membership
 from tests.server.nodes import running_command
 
-from .conftest import BIN, DEPLOY, _free_port, cluster_nodes, request, yaml_documents
+from .conftest import BIN, DEPLOY, SECRET, cluster_nodes, env_file, free_port, request
 
-SECRET = "x" * 40
-
-
-def _configmap_file(tmp_path: Path) -> Path:
-    (configmap,) = yaml_documents(DEPLOY / "kubernetes" / "configmap.yaml")
-    path = tmp_path / "configmap-cluster.toml"
-    path.write_text(configmap["data"]["cluster.toml"])
-    return path
+CLUSTER_FILE = DEPLOY / "systemd" / "cluster.toml"
+ENV_FILE = DEPLOY / "systemd" / "actors.env"
+#: the variables that select membership in etcd; the file alternative replaces them
+ETCD_ONLY = ("ACTORS_ETCD", "ACTORS_ADVERTISE")
 
 
-def cluster_files(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "compose": DEPLOY / "compose" / "cluster.toml",
-        "systemd": DEPLOY / "systemd" / "cluster.toml",
-        "kubernetes": _configmap_file(tmp_path),
-    }
+def file_mode_env() -> dict[str, str]:
+    """actors.env with its file-mode alternative switched on as its comment says: the etcd lines
+    commented out, the ``#ACTORS_CLUSTER=``/``#ACTORS_NODE_ID=`` lines uncommented."""
+    env = env_file(ENV_FILE)
+    for name in ETCD_ONLY:
+        env.pop(name)
+    alternative = dict(re.findall(r"^#(ACTORS_(?:CLUSTER|NODE_ID))=(\S+)$", ENV_FILE.read_text(), re.M))
+    assert set(alternative) == {"ACTORS_CLUSTER", "ACTORS_NODE_ID"}, alternative
+    return env | alternative
 
 
-@pytest.mark.parametrize("recipe", ["compose", "systemd", "kubernetes"])
-def test_the_node_reads_the_recipes_cluster_file_only_with_the_secret_variable(
-    recipe: str, tmp_path: Path
-) -> None:
-    path = cluster_files(tmp_path)[recipe]
-    nodes = cluster_nodes(path.read_text())
+def test_the_node_reads_the_cluster_file_only_with_the_secret_variable() -> None:
+    nodes = cluster_nodes(CLUSTER_FILE.read_text())
     first = nodes[0][0]
     with pytest.raises(ClusterFileError, match=r"no secret .*ACTORS_CLUSTER_SECRET"):
-        load_membership(path, first, environ={})
-    membership = load_membership(path, first, environ={"ACTORS_CLUSTER_SECRET": SECRET})
+        load_membership(CLUSTER_FILE, first, environ={})
+    membership = load_membership(CLUSTER_FILE, first, environ={"ACTORS_CLUSTER_SECRET": SECRET})
     assert [(m.id, m.url) for m in membership.members] == sorted(nodes)
     assert membership.secret == SECRET.encode()
 
 
-def test_a_node_started_as_compose_starts_it_joins_the_cluster_of_its_file(tmp_path: Path) -> None:
-    """compose's variables and cluster file, with the URLs moved to free loopback ports (the
+def test_the_env_files_file_mode_names_the_installed_cluster_file_and_one_of_its_nodes() -> None:
+    env = file_mode_env()
+    assert env["ACTORS_CLUSTER"] == "/etc/actors/" + CLUSTER_FILE.name  # where the README installs it
+    assert env["ACTORS_NODE_ID"] in dict(cluster_nodes(CLUSTER_FILE.read_text()))
+    assert env["ACTORS_NODE_ID"] == env_file(ENV_FILE)["ACTORS_NODE_ID"]  # one id, either way
+
+
+def test_a_node_started_in_file_mode_joins_the_cluster_of_its_file(tmp_path: Path) -> None:
+    """The env file's file mode, with the cluster file's URLs moved to free loopback ports (the
     tests' network policy): the node serves, lists the file's members, and is not ready while its
     peers are down."""
-    text = (DEPLOY / "compose" / "cluster.toml").read_text()
-    ports = [_free_port() for _ in cluster_nodes(text)]
+    text = CLUSTER_FILE.read_text()
+    ports = [free_port() for _ in cluster_nodes(text)]
     urls = iter(ports)
     text = re.sub(r'url = "http://[^"]+"', lambda _: f'url = "http://127.0.0.1:{next(urls)}"', text)
     (tmp_path / "cluster.toml").write_text(text)
-    env = {
+    env = file_mode_env() | {
         "PATH": os.environ["PATH"],
         "ACTORS_CLUSTER": str(tmp_path / "cluster.toml"),
-        "ACTORS_NODE_ID": "n1",
         "ACTORS_CLUSTER_SECRET": SECRET,
         "ACTORS_HOST": "127.0.0.1",
         "ACTORS_PORT": str(ports[0]),

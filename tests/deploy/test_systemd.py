@@ -1,5 +1,5 @@
 """deploy/systemd/: ``systemd-analyze verify`` on the unit, and its ExecStart with its environment
-run here as a real node that drains on SIGTERM."""
+run here as a real node in an etcd membership (a real etcd) that drains on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ import os
 import shlex
 from pathlib import Path
 
+from tests.cluster.etcd_server import EtcdServer
 from tests.server.nodes import running_command
 
-from .conftest import BIN, DEPLOY, DRAIN_TIMEOUT_SECONDS, env_file, request, run, tool
+from .conftest import (
+    BIN,
+    DEPLOY,
+    DRAIN_TIMEOUT_SECONDS,
+    SECRET,
+    env_file,
+    free_port,
+    request,
+    run,
+    tool,
+    wait_ready,
+)
 
 UNIT = DEPLOY / "systemd" / "actors.service"
 ENV_FILE = DEPLOY / "systemd" / "actors.env"
@@ -69,7 +81,9 @@ def test_the_unit_stops_after_the_drain_and_keeps_its_data_and_sandbox() -> None
     assert one["Service.EnvironmentFile"] == "/etc/actors/" + ENV_FILE.name
 
 
-def test_the_units_exec_start_and_environment_serve_and_drain_on_sigterm(tmp_path: Path) -> None:
+def test_the_units_exec_start_and_environment_join_etcd_serve_and_drain_on_sigterm(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
     entries = unit_entries()
     (exec_start,) = entries["Service.ExecStart"]
     argv = shlex.split(exec_start)
@@ -79,14 +93,27 @@ def test_the_units_exec_start_and_environment_serve_and_drain_on_sigterm(tmp_pat
     for assignment in entries["Service.Environment"]:
         key, _, value = assignment.partition("=")
         env[key] = value.replace("%S", str(tmp_path / "state"))
-    # The cluster file names other machines: the unit's node runs alone here (the cluster files
-    # are checked in test_cluster_files.py). Loopback and a free port, by the tests' network policy.
-    for name in ("ACTORS_CLUSTER", "ACTORS_NODE_ID", "ACTORS_CLUSTER_SECRET"):
-        env.pop(name)
+    # etcd and this node's URL name other machines: here the test's etcd, loopback and a free port
+    # (the tests' network policy); the secret is left for the operator to fill in.
     assert env.pop("ACTORS_HOST") == "0.0.0.0"
-    env |= {"ACTORS_HOST": "127.0.0.1", "ACTORS_PORT": "0", "PATH": os.environ["PATH"]}
+    assert env.pop("ACTORS_ETCD").startswith("http://")
+    assert env.pop("ACTORS_ADVERTISE").endswith(":" + env["ACTORS_PORT"])
+    assert env.pop("ACTORS_CLUSTER_SECRET") == ""
+    assert "ACTORS_CLUSTER" not in env  # the file is the commented alternative
+    port = free_port()
+    env |= {
+        "ACTORS_HOST": "127.0.0.1",
+        "ACTORS_PORT": str(port),
+        "ACTORS_ETCD": etcd.url,
+        "ACTORS_ETCD_PREFIX": "/deploy-systemd/",
+        "ACTORS_ADVERTISE": f"http://127.0.0.1:{port}",
+        "ACTORS_CLUSTER_SECRET": SECRET,
+        "PATH": os.environ["PATH"],
+    }
     with running_command(argv, env, tmp_path / "node.log") as node:
-        assert request(node.url, "/readyz").status == 200
+        wait_ready(node.url)
         assert request(node.url, "/counter/unit/increment", method="POST").json() == {"value": 1}
+        members = request(node.url, "/v1/cluster").json()["nodes"]
+        assert [m["node"] for m in members] == [env["ACTORS_NODE_ID"]]
     assert (tmp_path / "state" / "actors" / "catalog.sqlite3").exists()
     assert '"event": "stopped"' in node.log()  # ACTORS_LOG_FORMAT=json from the env file
