@@ -41,7 +41,8 @@ def template_metrics() -> set[str]:
 
 def test_the_dashboard_covers_what_an_operator_watches() -> None:
     titles = " | ".join(p["title"] for p in dashboard()["panels"]).lower()
-    for topic in ("calls/s", "latency", "live objects", "commits", "turns per commit", "websocket", "peer"):
+    topics = ("calls/s", "latency", "live objects", "commits", "turns per commit", "websocket", "peer")
+    for topic in (*topics, "epoch", "handoff", "lease"):
         assert topic in titles, topic
     panels = [p for p in dashboard()["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in dashboard()["panels"]]
