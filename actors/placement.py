@@ -154,9 +154,16 @@ class ClusterMap:
         """``(node, url)`` of the node that owns ``object_hex``; ValueError if the map has no node."""
         return self._owners[int(object_hex[:4], 16)]
 
-    def slots_of(self, node: str) -> list[int]:
+    def slots_of(self, node: str) -> tuple[int, ...]:
         """The slots (``0..SLOTS-1``; an id's slot is its first 16 bits) that ``node`` owns."""
-        return [slot for slot, owner in enumerate(self._owners) if owner[0] == node]
+        return self._slots_by_node.get(node, ())
+
+    @functools.cached_property
+    def _slots_by_node(self) -> dict[str, tuple[int, ...]]:
+        by_node: dict[str, list[int]] = {}
+        for slot, owner in enumerate(self._owners):
+            by_node.setdefault(owner[0], []).append(slot)
+        return {node: tuple(slots) for node, slots in by_node.items()}
 
     @functools.cached_property
     def _owners(self) -> tuple[tuple[str, str], ...]:

@@ -117,6 +117,8 @@ async def _serve(
         elif cluster is not None:
             cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
         node = Node(runtime, config, metrics, cluster)
+        if member is None and cluster is not None:  # a file membership: epoch 1, nothing moves
+            metrics.cluster_gauges = lambda: (cluster.epoch, 0, False, 0.0)
         if config.log_objects:
             router = cluster
             metrics.object_log = lambda: (node.node_name, 0 if router is None else router.epoch)

@@ -38,6 +38,7 @@ from . import admin_cli, cluster_cli, serve
 from .cluster import ClusterFileError, Membership, load_membership, local
 from .cluster.dial import failure_of
 from .cluster.membership import MIN_SECRET_BYTES, SECRET_VARIABLE
+from .cluster.etcd import EtcdUnavailable
 from .cluster.registry import MembershipRefused
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
@@ -386,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(mismatch, (ClusterFileError, MembershipRefused)):  # a membership that cannot be
             print(f"actors serve: {mismatch}", file=sys.stderr)
             return 2
+        if isinstance(mismatch, EtcdUnavailable):  # at start: nothing was served; a restart may work
+            print(f"actors serve: cannot join through etcd at {config.etcd}: {mismatch}", file=sys.stderr)
+            return 1
         # startup failures (port in use, bad --app) and bugs: log, exit 1
         log.exception("could not serve", extra={"event": "failed", "error": repr(exc)})
         return 1

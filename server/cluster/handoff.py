@@ -33,6 +33,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -57,6 +58,14 @@ ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
 BATCH_OBJECTS: Final = 64
 #: seconds a failed batch waits before it is tried again
 RETRY_SECONDS: Final = 0.5
+#: after a change, the most recently active live objects (at most this many) move first ...
+HOT_OBJECTS: Final = 256
+#: ... in batches of this many, so that each reaches its new owner sooner
+HOT_BATCH_OBJECTS: Final = 8
+#: batches a node has in flight at once (to all new owners together)
+MOVE_CONCURRENCY: Final = 4
+#: objects of one batch released (evicted, checkpointed, read) at once
+RELEASE_CONCURRENCY: Final = 16
 #: seconds a transfer may take before it is given up (and retried)
 TRANSFER_TIMEOUT_SECONDS: Final = 30.0
 
@@ -110,8 +119,8 @@ class Mover:
         self._runtime = runtime
         self._metrics = metrics
         self.rate = rate
-        self._max_bytes = max(64 * 1024, int(max_message_bytes * 0.75))
-        self._chunk = max(32 * 1024, max_message_bytes // 2)
+        self._max_bytes = max(2048, max_message_bytes * 3 // 4)
+        self._chunk = max(1024, max_message_bytes // 2)
         #: objects stored (or live) here that other nodes own, by hex id
         self.remaining: dict[str, _Item] = {}
         #: objects whose transfer is under way or whose outcome is unknown: activated for no one
@@ -124,6 +133,8 @@ class Mover:
         self.on_empty: Callable[[], None] | None = None
         self._tokens = 0.0
         self._refilled = 0.0
+        #: most recently active objects still to send in small batches (set by each scan)
+        self._hot = 0
         #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
         self.scanned_epoch = 0
         self._scanned = trio.Event()
@@ -163,11 +174,12 @@ class Mover:
             if not runtime.holds(object_id):
                 return {"held": False, "epoch": router.epoch}
             self.remaining[key] = _Item(key, object_id)
-        item = self.remaining.get(key)
-        if item is not None:
+        item = self.remaining.pop(key, None)
+        if item is not None:  # a call waits for it: move it now, ahead of every background batch
             item.wanted = True
             item.object_id = item.object_id or object_id
-        self._work.set()
+            self.moving.sending.add(key)
+            await self._move_batch(router.map.owner(key)[0], [item], None)
         # Answer only once the object is gone from here (stored by its owner), never while a batch
         # holds it between the queue and the wire.
         while key in self.remaining or key in self.moving or runtime.holds(object_id):
@@ -183,54 +195,62 @@ class Mover:
     #### The mover's task
 
     async def run(self) -> None:
-        while True:
-            if self._rescan:
-                self._rescan = False
-                await self._scan()
-            owned = [(k, t) for k, t in self.moving.unsure.items() if self._router.owns_hex(k)]
-            for key, target in owned:
-                try:
-                    await self._resolve(key, target)
-                except Exception as exc:  # the target is away: the object stays unavailable here
-                    log.warning(
-                        "could not learn where an object went",
-                        extra={
-                            "event": "handoff_unresolved",
-                            "object": key,
-                            "peer": target,
-                            "error": repr(exc),
-                        },
-                    )
-                    await trio.sleep(RETRY_SECONDS)
-            batch = self._next_batch()
-            if batch is None:
-                if self.done and self.on_empty is not None:
-                    self.on_empty()
-                self._work = trio.Event()
-                if not self._rescan:
-                    await self._work.wait()
-                continue
-            owner, items = batch
-            await self._take_tokens(len(items))
+        """Hand objects off forever: up to ``MOVE_CONCURRENCY`` batches in flight (a batch's
+        round trip is mostly the receiver's disk), each object once per change."""
+        slots = trio.Semaphore(MOVE_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            while True:
+                if self._rescan:
+                    self._rescan = False
+                    await self._scan()
+                await self._resolve_owned()
+                batch = self._next_batch()
+                if batch is None:
+                    if self.done and self.on_empty is not None:
+                        self.on_empty()
+                    self._work = trio.Event()
+                    if not self._rescan:
+                        with trio.move_on_after(RETRY_SECONDS if self.moving.unsure else math.inf):
+                            await self._work.wait()
+                    continue
+                owner, items = batch
+                if items[0].wanted:  # a call waits for it: no queueing behind background batches
+                    nursery.start_soon(self._move_batch, owner, items, None)
+                    continue
+                await slots.acquire()
+                await self._take_tokens(len(items))
+                nursery.start_soon(self._move_batch, owner, items, slots)
+
+    async def _move_batch(self, owner: str, items: list[_Item], slots: trio.Semaphore | None) -> None:
+        try:
+            await self._move(owner, items)
+        except Exception as exc:  # a batch never stops the mover: its objects are tried again
+            log.warning(
+                "handoff batch failed",
+                extra={"event": "handoff_failed", "peer": owner, "objects": len(items), "error": repr(exc)},
+            )
+            for item in items:
+                self.moving.sending.discard(item.hex)
+                self.remaining.setdefault(item.hex, item)
+            await trio.sleep(RETRY_SECONDS)
+        finally:
+            if slots is not None:
+                slots.release()
+            progress, self._progress = self._progress, trio.Event()
+            progress.set()
+            self._work.set()  # the loop may be waiting: look again (leftovers, emptiness)
+
+    async def _resolve_owned(self) -> None:
+        """Objects this node owns again whose last send has no known outcome: ask where they went."""
+        owned = [(k, t) for k, t in self.moving.unsure.items() if self._router.owns_hex(k)]
+        for key, target in owned:
             try:
-                await self._move(owner, items)
-            except Exception as exc:  # a batch never stops the mover: its objects are tried again
+                await self._resolve(key, target)
+            except Exception as exc:  # the target is away: the object stays unavailable here
                 log.warning(
-                    "handoff batch failed",
-                    extra={
-                        "event": "handoff_failed",
-                        "peer": owner,
-                        "objects": len(items),
-                        "error": repr(exc),
-                    },
+                    "could not learn where an object went",
+                    extra={"event": "handoff_unresolved", "object": key, "peer": target, "error": repr(exc)},
                 )
-                for item in items:
-                    self.moving.sending.discard(item.hex)
-                    self.remaining.setdefault(item.hex, item)
-                await trio.sleep(RETRY_SECONDS)
-            finally:
-                progress, self._progress = self._progress, trio.Event()
-                progress.set()
 
     async def _scan(self) -> None:
         """Find every object stored or live here that another node owns under the current epoch."""
@@ -244,14 +264,17 @@ class Mover:
             return
         live = runtime.live_ids()
         found: dict[str, _Item] = {}
-        for key in stored:
+        # Live objects first, the most recently active first (the runtime lists them least recently
+        # active first): the objects calls are most likely to wait for move before idle ones.
+        for key, object_id in reversed(live.items()):
             if owns_hex(key)[0] != me and key not in self.moving.sending:
-                found[key] = self.remaining.get(key) or _Item(key, None)
-        for key, object_id in live.items():
-            if owns_hex(key)[0] != me and key not in self.moving.sending:
-                item = found.get(key) or self.remaining.get(key) or _Item(key, object_id)
+                item = self.remaining.get(key) or _Item(key, object_id)
                 item.live, item.object_id = True, item.object_id or object_id
                 found[key] = item
+        for key in stored:
+            if key not in found and owns_hex(key)[0] != me and key not in self.moving.sending:
+                found[key] = self.remaining.get(key) or _Item(key, None)
+        self._hot = min(HOT_OBJECTS, sum(1 for item in found.values() if item.live))
         self.remaining = found
         self.scanned_epoch = epoch
         scanned, self._scanned = self._scanned, trio.Event()
@@ -272,8 +295,12 @@ class Mover:
             first = next(iter(items))
         owner = owner_of(first.hex)[0]
         batch = [first]
+        size = BATCH_OBJECTS
+        if self._hot > 0:  # the hottest objects go in small batches: each arrives sooner
+            size = HOT_BATCH_OBJECTS
+            self._hot -= HOT_BATCH_OBJECTS
         for item in items:
-            if len(batch) >= BATCH_OBJECTS:
+            if len(batch) >= size:
                 break
             if item is not first and owner_of(item.hex)[0] == owner and (item.wanted or not first.wanted):
                 batch.append(item)
@@ -301,23 +328,31 @@ class Mover:
                 self.remaining.setdefault(item.hex, item)
             self._rescan = True
             return
-        released = []
+        released: list[tuple[ObjectId, Any, bytes | None]] = []
         sending = self.moving.sending
-        for item in items:
-            object_id = item.object_id or _catalog_id(runtime, item.hex)
-            if object_id is None:
-                sending.discard(item.hex)
-                continue  # deleted since the scan
-            try:
-                done = await runtime.release(object_id)
-            except BaseException:
-                sending.discard(item.hex)
-                raise
-            if done is None:
-                sending.discard(item.hex)  # no storage after all (never written): nothing to move
-                self.moving.unsure.pop(item.hex, None)
-                continue
-            released.append((object_id, done))
+        limiter = trio.CapacityLimiter(RELEASE_CONCURRENCY)
+
+        async def release(item: _Item) -> None:
+            async with limiter:
+                object_id = item.object_id or _catalog_id(runtime, item.hex)
+                if object_id is None:
+                    sending.discard(item.hex)
+                    return  # deleted since the scan
+                try:
+                    done = await runtime.release(object_id)
+                    if done is None:
+                        sending.discard(item.hex)  # no storage after all (never written): nothing to move
+                        self.moving.unsure.pop(item.hex, None)
+                        return
+                    data = None if done.size > self._chunk else await _read(done.path)
+                except BaseException:
+                    sending.discard(item.hex)
+                    raise
+                released.append((object_id, done, data))
+
+        async with trio.open_nursery() as nursery:  # evictions, checkpoints and reads overlap
+            for item in items:
+                nursery.start_soon(release, item)
         if not released:
             return
         try:
@@ -325,34 +360,35 @@ class Mover:
         except BaseException:
             # The outcome is unknown: the new owner may have stored them. Until a send is answered,
             # they stay moving (activated for no one) and are sent again (``already_held`` then).
-            for object_id, _ in released:
+            for object_id, _, _ in released:
                 self.moving.unsure[object_id.hex] = owner
                 self.remaining.setdefault(object_id.hex, _Item(object_id.hex, object_id))
             raise
         finally:
-            for object_id, _ in released:
+            for object_id, _, _ in released:
                 sending.discard(object_id.hex)
 
-    async def _send(self, owner: str, link: Any, released: list[tuple[ObjectId, Any]]) -> None:
+    async def _send(self, owner: str, link: Any, released: list[tuple[ObjectId, Any, bytes | None]]) -> None:
         router, runtime = self._router, self._runtime
         entries: list[dict[str, Any]] = []
-        for object_id, done in released:
+        for object_id, done, data in released:
             entry = {
                 "cls": object_id.cls, "name": object_id.name, "id": object_id.hex,
-                "sha256": done.sha256_hex, "size": done.size, "alarm": done.alarm, "data": None,
+                "sha256": done.sha256_hex, "size": done.size, "alarm": done.alarm, "data": data,
             }  # fmt: skip
-            if done.size > self._chunk:
+            if data is None:
                 await self._send_chunks(link, object_id, done.path, done.size)
-            else:
-                entry["data"] = await trio.Path(done.path).read_bytes()
             entries.append(entry)
-        kwargs = {"epoch": router.epoch, "objects": entries}
-        with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
-            reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
+        outcomes: list[dict[str, Any]] = []
+        for message in _within(entries, self._max_bytes):  # each under the link's message limit
+            kwargs = {"epoch": router.epoch, "objects": message}
+            with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
+                reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
+            outcomes.extend(reply["outcomes"])
         discard: list[ObjectId] = []
         newer = 0
-        by_hex = {object_id.hex: object_id for object_id, _ in released}
-        for outcome in reply["outcomes"]:
+        by_hex = {object_id.hex: object_id for object_id, _, _ in released}
+        for outcome in outcomes:
             object_id = by_hex[outcome["id"]]
             if outcome["outcome"] in ("stored", "already_held"):
                 discard.append(object_id)
@@ -446,6 +482,7 @@ class Receiver:
         await router.reach(epoch, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
         outcomes: list[dict[str, Any]] = []
         arrivals = []
+        staged: list[tuple[Path, bytes]] = []
         for entry in objects:
             _, object_id = _object_ref(runtime, {**entry, "epoch": epoch})
             if not router.owns(object_id):
@@ -458,8 +495,10 @@ class Receiver:
             if data is not None:
                 if type(data) is not bytes:
                     raise InvalidArgument("adopt: data must be bytes")
-                await trio.Path(runtime.staging_path(object_id)).write_bytes(data)
+                staged.append((runtime.staging_path(object_id), data))
             arrivals.append(Arrival(object_id, sha, None if alarm is None else float(alarm)))
+        if staged:
+            await trio.to_thread.run_sync(_write_all, staged)
         stale = [a.object_id for a in arrivals if self._mover.replaced(a.object_id.hex)]
         if stale:  # this node sent them without learning the outcome: the arriving copies are newer
             await runtime.discard(stale)
@@ -473,6 +512,31 @@ class Receiver:
                 outcomes.append(row)
             self._metrics.received(len(arrivals))
         return {"outcomes": outcomes, "epoch": router.epoch}
+
+
+async def _read(path: Path) -> bytes:
+    return await trio.to_thread.run_sync(path.read_bytes)
+
+
+def _write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Write the staged files of one batch (``adopt`` makes them durable)."""
+    for path, data in files:
+        path.write_bytes(data)
+
+
+def _within(entries: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """``entries`` in order, cut into messages whose files' bytes stay under ``max_bytes`` (an entry
+    without data, sent in chunks before, weighs nothing here)."""
+    messages: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for entry in entries:
+        weight = len(entry["data"] or b"") + 512  # the entry's other fields, generously
+        if messages[-1] and size + weight > max_bytes:
+            messages.append([])
+            size = 0
+        messages[-1].append(entry)
+        size += weight
+    return messages
 
 
 def _object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]:
