@@ -56,7 +56,22 @@ async def serve_peer(node: Node, scope: dict[str, Any], receive: Receive, send: 
             message = await receive()
         if message["type"] != "websocket.receive":
             return
-        auth = handshake.verify_auth(membership, challenge, message.get("bytes"))
+        try:
+            auth = handshake.verify_auth(membership, challenge, message.get("bytes"))
+        except HandshakeRefused:
+            if not cluster.dynamic:
+                raise
+            # A node that just joined may dial before this node has seen the change: read the
+            # membership (bounded) and check once more before refusing.
+            with trio.move_on_after(HANDSHAKE_TIMEOUT_SECONDS / 2):
+                try:
+                    await cluster.refresh()
+                except Exception as exc:  # etcd away: refuse as before; the dialer tries again
+                    log.warning(
+                        "membership refresh failed", extra={"event": "refresh_failed", "error": repr(exc)}
+                    )
+            membership = cluster.membership
+            auth = handshake.verify_auth(membership, challenge, message.get("bytes"))
     except (HandshakeRefused, trio.TooSlowError) as exc:
         reason = str(exc) if isinstance(exc, HandshakeRefused) else "no auth message in time"
         code = exc.code if isinstance(exc, HandshakeRefused) else handshake.AUTH_FAILED
