@@ -37,8 +37,8 @@ from client import cli as client_cli
 from . import admin_cli, cluster_cli, serve
 from .cluster import ClusterFileError, Membership, load_membership, local
 from .cluster.dial import failure_of
-from .cluster.membership import MIN_SECRET_BYTES, SECRET_VARIABLE
 from .cluster.etcd import EtcdUnavailable
+from .cluster.membership import MIN_SECRET_BYTES, SECRET_VARIABLE
 from .cluster.registry import MembershipRefused
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
