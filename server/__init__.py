@@ -52,6 +52,8 @@ __all__ = ["Config", "Node", "load_app", "serve"]
 
 log = logging.getLogger("server")
 
+#: a drain that takes longer says what it waits for every this many seconds
+_DRAIN_REPORT_SECONDS = 3.0
 #: seconds hypercorn waits for in-flight requests after the call deadline has passed (reply writing)
 _GRACE_AFTER_CALL_TIMEOUT = 1.0
 
@@ -127,6 +129,7 @@ async def _serve(
             node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, extra)
             cluster.listen(lambda old, new: node.rpc.map_changed())
         links = trio.CancelScope()
+        reporting = trio.CancelScope()
 
         async def trigger() -> None:
             async with trio.open_nursery() as waiting:
@@ -143,6 +146,7 @@ async def _serve(
                     await shutdown_trigger()
                 waiting.cancel_scope.cancel()
             node.begin_drain()
+            nursery.start_soon(report_drain)
             log.info("shutting down: draining", extra={"event": "draining"})
 
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -155,6 +159,22 @@ async def _serve(
                 )
             finally:
                 links.cancel()  # forwarded calls in flight were answered: hypercorn waited for them
+                reporting.cancel()
+
+        async def report_drain() -> None:
+            """Say what the drain still waits for, every few seconds (until serving stops)."""
+            with reporting:
+                while True:
+                    await trio.sleep(_DRAIN_REPORT_SECONDS)
+                    log.warning(
+                        "still draining",
+                        extra={
+                            "event": "drain_waiting",
+                            "http": {k: v for k, v in node.http_in_flight.items() if v},
+                            "rpc": node.rpc.describe(),
+                            "websockets": node.metrics.websocket_connections,
+                        },
+                    )
 
         async def run_links() -> None:
             with links:

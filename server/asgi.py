@@ -27,6 +27,7 @@ every socket with 1001 and lets SDK connections answer their calls in flight bef
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,8 @@ class Node:
         self.metrics = metrics
         #: set when shutdown begins; /readyz answers 503 from then on
         self.draining = False
+        #: HTTP requests whose handler runs now, by route (what a slow drain waits for)
+        self.http_in_flight: collections.Counter[str] = collections.Counter()
         token, admin = config.auth_token, config.admin_token
         self._authorization = None if token is None else b"Bearer " + token.encode()
         self._admin_authorization = None if admin is None else b"Bearer " + admin.encode()
@@ -197,7 +200,12 @@ class Node:
                 body = await self._read_body(receive, content_length)
                 unread = False
             request = http.Request(scope["method"], params, scope["query_string"], body, cbor, reply_cbor)
-            reply = await route.handler(self, request)
+            in_flight = self.http_in_flight
+            in_flight[route_name] += 1
+            try:
+                reply = await route.handler(self, request)
+            finally:
+                in_flight[route_name] -= 1
         except _Disconnected:
             return
         except Exception as exc:

@@ -146,6 +146,20 @@ class Rpc:
             if connection.peer is None and connection.welcomed is not None:
                 connection.send_map()
 
+    def describe(self) -> list[dict[str, Any]]:
+        """The open connections with calls in flight (what a slow drain waits for)."""
+        return [
+            {
+                "peer": c.peer,
+                "in_flight": len(c._in_flight),
+                "waiting": len(c._waiting),
+                "started": len(c._started),
+                "closing": c.close_code,
+            }
+            for c in self._connections
+            if c._in_flight or c.close_code is None
+        ]
+
     def close_all(self) -> None:
         """Drain every connection (finish its calls, then close 1001) and refuse new ones."""
         self.draining = True
