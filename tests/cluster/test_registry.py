@@ -231,6 +231,9 @@ async def test_watch_from_an_older_epoch_starts_with_the_current_view_and_outliv
     ]
 
 
+# When etcd dies under a watch, httpx's nested stream generators can be collected unfinished (its
+# ByteStream warns); the watch itself closes its response. Seen once in ~20 full-suite runs.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_watch_goes_on_across_an_etcd_restart(tmp_path: Path):
     with running_etcd(tmp_path) as server:
         async with open_etcd(server.url, timeout=1.0) as etcd:
