@@ -17,7 +17,8 @@ Guarantees
   falling; a failed one is retried at that pace, each bounded by the etcd client's timeout.
 - ``wait_writable`` returns at once while writable, else when the fence lifts.
 
-Not used by the node yet: the next issue (membership on etcd) wires it in front of every turn.
+The node runs it with etcd membership (``etcd_member.py``); ``settle.ClusterGate.may_write`` puts
+the fence in front of every turn.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = ["DEFAULT_MARGIN_SECONDS", "DEFAULT_TTL_SECONDS", "LeaseSettings", "Li
 
 log = logging.getLogger("server.cluster")
 
-#: the liveness lease's TTL and the fencing margin (``actors serve`` settings in the next issue)
+#: the liveness lease's TTL and the fencing margin (``actors serve --lease-ttl/--lease-margin``)
 DEFAULT_TTL_SECONDS: Final = 10
 DEFAULT_MARGIN_SECONDS: Final = 3.0
 #: etcd's smallest TTL with its default election timeout (it raises smaller ones to this)

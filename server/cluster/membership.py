@@ -19,7 +19,8 @@ Guarantees
   links refuse a node whose digest differs, so two nodes never disagree about who owns an object
   without noticing.
 - The epoch of a file membership is ``FILE_EPOCH`` (1): it changes only when membership can change
-  at run time (etcd, ``actors cluster apply``: the next issue), where a higher epoch wins.
+  at run time (etcd: ``etcd_member.py``, the epoch being the membership record's revision), where
+  a higher epoch wins.
 
 Prior art: Orleans' membership table and Akka's seed nodes list members with their addresses;
 ours is static here, and the liveness of each member is the peer links' business (``links.py``).
