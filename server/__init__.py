@@ -126,7 +126,7 @@ async def _serve(
             metrics.object_log = lambda: (node.node_name, 0 if router is None else router.epoch)
         if member is not None:
             assert cluster is not None
-            node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, extra)
+            node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, metrics, extra)
             cluster.listen(lambda old, new: node.rpc.map_changed())
         links = trio.CancelScope()
         reporting = trio.CancelScope()
@@ -210,10 +210,10 @@ def _handoff_parts(
     runtime: Runtime,
     member: EtcdMember,
     config: Config,
+    metrics: Metrics,
     extra: list[Callable[[], Awaitable[None]]],
 ) -> tuple[Mover, Receiver]:
     """The mover, the receiver and the gate of a node in an etcd membership, and their tasks."""
-    metrics = cast("Metrics", runtime.hooks)
     mover = Mover(
         cluster, runtime, metrics, rate=config.handoff_rate, max_message_bytes=config.max_frame_bytes
     )
@@ -226,7 +226,7 @@ def _handoff_parts(
 
     def gauges() -> tuple[int, int, bool, float]:
         left = max(0.0, liveness.fence_at - trio.current_time())
-        return cluster.epoch, len(mover.remaining) + len(mover.moving), not liveness.writable, left
+        return cluster.epoch, mover.to_move, not liveness.writable, left
 
     metrics.cluster_gauges = gauges
     cluster.listen(mover.membership_changed)

@@ -99,7 +99,6 @@ class _Moving:
 class _Item:
     hex: str
     object_id: ObjectId | None
-    wanted: bool = False
     live: bool = False
 
 
@@ -155,6 +154,11 @@ class Mover:
         """Nothing left to hand off under the current epoch (scanned, nothing remaining or moving)."""
         return self.scanned_epoch == self._router.epoch and not self.remaining and not self.moving
 
+    @property
+    def to_move(self) -> int:
+        """Objects still to hand off (``actors cluster nodes``, ``actors_handoff_pending_objects``)."""
+        return len(self.remaining) + len(self.moving)
+
     def foreign_slots(self) -> set[int]:
         """Slots in which this node still has objects to hand off (part of its holds record)."""
         return {slot_of(h) for h in self.remaining} | {slot_of(h) for h in self.moving}
@@ -176,7 +180,6 @@ class Mover:
             self.remaining[key] = _Item(key, object_id)
         item = self.remaining.pop(key, None)
         if item is not None:  # a call waits for it: move it now, ahead of every background batch
-            item.wanted = True
             item.object_id = item.object_id or object_id
             self.moving.sending.add(key)
             await self._move_batch(router.map.owner(key)[0], [item], None)
@@ -214,9 +217,6 @@ class Mover:
                             await self._work.wait()
                     continue
                 owner, items = batch
-                if items[0].wanted:  # a call waits for it: no queueing behind background batches
-                    nursery.start_soon(self._move_batch, owner, items, None)
-                    continue
                 await slots.acquire()
                 await self._take_tokens(len(items))
                 nursery.start_soon(self._move_batch, owner, items, slots)
@@ -290,9 +290,7 @@ class Mover:
             return None
         owner_of = self._router.map.owner
         items = self.remaining.values()
-        first = next((i for i in items if i.wanted), None) or next((i for i in items if i.live), None)
-        if first is None:
-            first = next(iter(items))
+        first = next(iter(items))  # the scan put live objects first, the most recently active first
         owner = owner_of(first.hex)[0]
         batch = [first]
         size = BATCH_OBJECTS
@@ -302,7 +300,7 @@ class Mover:
         for item in items:
             if len(batch) >= size:
                 break
-            if item is not first and owner_of(item.hex)[0] == owner and (item.wanted or not first.wanted):
+            if item is not first and owner_of(item.hex)[0] == owner:
                 batch.append(item)
         for item in batch:
             del self.remaining[item.hex]

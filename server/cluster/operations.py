@@ -93,7 +93,7 @@ def local_stats(node: Node) -> dict[str, Any]:
     mover, router = node.mover, node.router
     if mover is not None and router is not None:
         stats["epoch"] = router.epoch
-        stats["to_move"] = len(mover.remaining) + len(mover.moving)
+        stats["to_move"] = mover.to_move
     return stats
 
 
