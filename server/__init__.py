@@ -36,6 +36,7 @@ from .cluster import Cluster, ClusterFileError, Membership, load_membership
 from .cluster.dial import PEER_SSL_CONTEXT
 from .cluster.etcd import open_etcd
 from .cluster.etcd_member import EtcdMember
+from .cluster.file_member import FileMember
 from .cluster.handoff import Mover, Receiver
 from .cluster.liveness import LeaseSettings
 from .cluster.membership import SECRET_VARIABLE
@@ -84,8 +85,11 @@ async def serve(
         membership = load_membership(config.cluster, config.node_id)
     cluster = None
     if membership is not None:
+        file_member = FileMember(membership, config.data_dir)
+        membership = file_member.start()  # the newest of the file and what was applied since
         _check_scheme(config, membership)
         cluster = Cluster(membership, metrics, max_message_bytes=config.max_frame_bytes)
+        cluster.source = file_member
     peer_tls = PEER_SSL_CONTEXT.set(config.peer_ssl_context())  # this node's dials, links and relays
     try:
         if config.etcd is None:
@@ -98,7 +102,7 @@ async def serve(
             assert config.advertise_url is not None
             lease = LeaseSettings(config.lease_ttl, config.lease_margin)
             member = EtcdMember(etcd, config.node_id, config.advertise_url, cluster_secret, lease)
-            await _serve(config, app, metrics, None, shutdown_trigger, task_status, member)
+            await _serve(config, app, metrics, None, shutdown_trigger, task_status, etcd_member=member)
     finally:
         PEER_SSL_CONTEXT.reset(peer_tls)
 
@@ -110,23 +114,26 @@ async def _serve(
     cluster: Cluster | None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None,
     task_status: trio.TaskStatus[list[str]],
-    member: EtcdMember | None = None,
+    etcd_member: EtcdMember | None = None,
 ) -> None:
     async with open_runtime(app, config.data_dir, settings=config.settings(), hooks=metrics) as runtime:
         extra: list[Callable[[], Awaitable[None]]] = []
-        if member is not None:
-            cluster = await _join(config, runtime, metrics, member)
+        member: EtcdMember | FileMember | None = etcd_member
+        if etcd_member is not None:
+            cluster = await _join(config, runtime, metrics, etcd_member)
         elif cluster is not None:
-            cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
+            assert isinstance(cluster.source, FileMember)
+            member = cluster.source
+            if not member.changed:  # the file as written: what is stored here must be this node's
+                cluster.check_stored_objects(runtime.stored_ids())  # before anything is served
         node = Node(runtime, config, metrics, cluster)
-        if member is None and cluster is not None:  # a file membership: epoch 1, nothing moves
-            metrics.cluster_gauges = lambda: (cluster.epoch, 0, False, 0.0)
         if config.log_objects:
             router = cluster
             metrics.object_log = lambda: (node.node_name, 0 if router is None else router.epoch)
         if member is not None:
             assert cluster is not None
             node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, metrics, extra)
+            node.file_member = member if isinstance(member, FileMember) else None
             cluster.listen(lambda old, new: node.rpc.map_changed())
         links = trio.CancelScope()
         reporting = trio.CancelScope()
@@ -208,28 +215,38 @@ async def _join(config: Config, runtime: Runtime, metrics: Metrics, member: Etcd
 def _handoff_parts(
     cluster: Cluster,
     runtime: Runtime,
-    member: EtcdMember,
+    member: EtcdMember | FileMember,
     config: Config,
     metrics: Metrics,
     extra: list[Callable[[], Awaitable[None]]],
 ) -> tuple[Mover, Receiver]:
-    """The mover, the receiver and the gate of a node in an etcd membership, and their tasks."""
+    """The mover, the receiver and the gate of a node in a cluster, and their tasks."""
     mover = Mover(
         cluster, runtime, metrics, rate=config.handoff_rate, max_message_bytes=config.max_frame_bytes
     )
     receiver = Receiver(cluster, runtime, metrics, mover)
-    gate = ClusterGate(cluster, runtime.holds, mover.moving, member.liveness)
+    cluster.listen(mover.membership_changed)
+    if isinstance(member, FileMember):  # no lease, no holds record: the previous epoch says whom to ask
+        gate = ClusterGate(cluster, runtime.holds, mover.moving)
+        runtime.set_gate(gate)
+        metrics.cluster_gauges = lambda: (cluster.epoch, mover.to_move, False, 0.0)
+
+        async def follow_file() -> None:
+            await member.run(cluster, gate, mover)
+
+        extra.extend([mover.run, follow_file])
+        return mover, receiver
+    liveness = member.liveness
+    gate = ClusterGate(cluster, runtime.holds, mover.moving, liveness)
     gate.set_published(frozenset(), initial=True)  # nothing activates before our holds are in etcd
     runtime.set_gate(gate)
-    cluster.ready_checks.append(lambda: gate.published_once and member.liveness.writable)
-    liveness = member.liveness
+    cluster.ready_checks.append(lambda: gate.published_once and liveness.writable)
 
     def gauges() -> tuple[int, int, bool, float]:
         left = max(0.0, liveness.fence_at - trio.current_time())
         return cluster.epoch, mover.to_move, not liveness.writable, left
 
     metrics.cluster_gauges = gauges
-    cluster.listen(mover.membership_changed)
 
     def live_slots() -> set[int]:
         return {slot_of(hex_id) for hex_id in runtime.live_ids()}

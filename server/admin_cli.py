@@ -352,13 +352,13 @@ class Node:
         return cls(parts, token, timeout, ca)
 
     @contextmanager
-    def open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
+    def open(self, method: str, path: str, body: bytes | None = None) -> Iterator[http.client.HTTPResponse]:
         """The response to one request, if it is a 2xx; RemoteError or _Unreachable otherwise.
 
         A 307 from a node of a cluster (an export asked of a node that does not own the object) is
         followed once, to the owner it names, with the same token.
         """
-        with self._open(method, path) as response:
+        with self._open(method, path, body) as response:
             location = response.getheader("location") if response.status == 307 else None
             if location is None:
                 yield response
@@ -367,13 +367,13 @@ class Node:
         if owner.scheme not in ("http", "https") or not owner.hostname:
             raise RemoteError(f"the node redirected to {location!r}, which is not a node URL")
         target = Node(owner._replace(path="", query=""), self.token, self.timeout, self.ca)
-        with target._open(method, owner.path + (f"?{owner.query}" if owner.query else "")) as response:
+        with target._open(method, owner.path + (f"?{owner.query}" if owner.query else ""), body) as response:
             if response.status == 307:
                 raise RemoteError(f"the owner at {location} redirected again; stopping")
             yield response
 
     @contextmanager
-    def _open(self, method: str, path: str) -> Iterator[http.client.HTTPResponse]:
+    def _open(self, method: str, path: str, body: bytes | None = None) -> Iterator[http.client.HTTPResponse]:
         """One request; its response if it is a 2xx or a 307, else RemoteError or _Unreachable."""
         host, port = self.url.hostname, self.url.port
         assert host is not None
@@ -387,12 +387,14 @@ class Node:
         else:
             connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
         headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         where = f"{self.url.scheme}://{self.url.netloc}"
         try:
             with _network(f"cannot reach {where}"):
-                connection.request(method, self.url.path.rstrip("/") + path, headers=headers)
+                connection.request(method, self.url.path.rstrip("/") + path, body=body, headers=headers)
                 response = connection.getresponse()
             if not 200 <= response.status < 300 and response.status != 307:
                 with _network(f"{where} dropped the connection"):
@@ -402,8 +404,10 @@ class Node:
         finally:
             connection.close()
 
-    def json(self, method: str, path: str) -> Any:
-        with self.open(method, path) as response, _network("the node dropped the connection"):
+    def json(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON reply to ``method path`` (with ``body`` as JSON, if given)."""
+        data = None if body is None else json.dumps(body).encode()
+        with self.open(method, path, data) as response, _network("the node dropped the connection"):
             body = response.read()
         try:
             return json.loads(body)

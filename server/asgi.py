@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from actors import ObjectId, Runtime
 
     from .cluster import Cluster
+    from .cluster.file_member import FileMember
     from .cluster.handoff import Mover, Receiver
     from .config import Config
     from .metrics import Metrics
@@ -84,9 +85,11 @@ class Node:
         self.runtime = runtime
         #: the cluster this node belongs to (None: a single node that owns every object)
         self.router = cluster
-        #: with etcd membership: hands objects stored here to their new owners, and receives them
+        #: in a cluster: hands objects stored here to their new owners, and receives them
         self.mover: Mover | None = None
         self.receiver: Receiver | None = None
+        #: with a file membership: takes ``actors cluster apply``'s changes
+        self.file_member: FileMember | None = None
         self.config = config
         self.metrics = metrics
         #: set when shutdown begins; /readyz answers 503 from then on

@@ -4,6 +4,8 @@
     actors cluster nodes --etcd URL [--etcd-prefix P] [--json]
     actors cluster leave NODE --etcd URL [--wait SECONDS]
     actors cluster remove NODE --etcd URL --discard-data [--force]
+    actors cluster apply FILE [--discard-data NODE ...]
+    actors cluster leave NODE --cluster FILE [--wait SECONDS]
 
 ``nodes --url`` (the default when neither ``--etcd`` nor ``ACTORS_ETCD`` is given) asks a node: one
 line per member: id, URL, ``up`` or ``down`` (the asking node's link to it), objects with storage
@@ -14,7 +16,8 @@ and its error on stderr. Exit status as ``actors objects``: 0, 2 usage, 3 the no
 error, 4 unreachable.
 
 The ``--etcd`` forms read and change the membership in etcd: ``cluster_etcd_cli.py`` says what they
-print and their exit statuses.
+print and their exit statuses. ``apply`` and ``leave --cluster`` change a membership that comes from a
+cluster file, through the nodes: ``cluster_file_cli.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from . import cluster_etcd_cli
+from . import cluster_etcd_cli, cluster_file_cli
 from .admin_cli import EXIT_OK, Failure, RemoteError, connection_options, node_from_args
 
 __all__ = ["add_cluster_parser", "run"]
@@ -51,12 +54,36 @@ def add_cluster_parser(commands: Any) -> None:
     leave = verbs.add_parser(
         "leave",
         parents=[etcd],
-        help="move a member's objects to the others, then drop it (etcd)",
+        help="move a member's objects to the others, then drop it (etcd, or --cluster FILE)",
         description="Mark NODE leaving: it owns nothing from the new epoch on and hands its objects to "
-        "the other members, then removes itself. Waits until it is gone, printing progress. Exit: 0 "
-        "gone, 2 refused, 4 etcd unreachable, 5 still there after --wait.",
+        "the other members, then it is dropped (with --cluster: from FILE too) and stops. Waits until "
+        "it is gone, printing progress. Exit: 0 gone, 2 refused, 4 etcd or a node unreachable, 5 still "
+        "there after --wait.",
     )
     leave.add_argument("node", metavar="NODE")
+    leave.add_argument("--cluster", metavar="FILE", help="the cluster file (a file membership)")
+    _node_access(leave)
+
+    apply = verbs.add_parser(
+        "apply",
+        help="give the running nodes the membership a cluster file lists (a new epoch)",
+        description=(cluster_file_cli.__doc__ or "").split("\n\n")[1],
+    )
+    apply.add_argument("file", metavar="FILE")
+    apply.add_argument(
+        "--discard-data",
+        action="append",
+        metavar="NODE",
+        help="NODE is dropped with its objects (they start empty elsewhere); it may be down",
+    )
+    apply.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_ETCD_TIMEOUT,
+        metavar="SECONDS",
+        help=f"bound on each request to a node (default {DEFAULT_ETCD_TIMEOUT:g})",
+    )
+    _node_access(apply)
     leave.add_argument(
         "--wait",
         type=_seconds,
@@ -87,6 +114,12 @@ def add_cluster_parser(commands: Any) -> None:
         )
 
 
+def _node_access(verb: argparse.ArgumentParser) -> None:
+    """``--token`` and ``--ca`` for the verbs that ask the nodes of a file membership."""
+    verb.add_argument("--token", metavar="TOKEN", help="the nodes' admin token (env ACTORS_TOKEN)")
+    verb.add_argument("--ca", metavar="FILE", help="PEM CA certificates for https nodes (env ACTORS_CA)")
+
+
 #: seconds one etcd request may take (``leave``, ``remove``; ``nodes`` has the node's ``--timeout``)
 DEFAULT_ETCD_TIMEOUT = 5.0
 
@@ -115,6 +148,8 @@ def _seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.verb == "apply" or (args.verb == "leave" and args.cluster is not None):
+        return cluster_file_cli.run(args, environ)
     if args.verb != "nodes" or cluster_etcd_cli.etcd_requested(args, environ):
         return cluster_etcd_cli.run(args, environ)
     try:

@@ -80,6 +80,7 @@ __all__ = [
     "FRAME_LIMIT",
     "SEND_QUEUE_BYTES_LIMIT",
     "SEND_QUEUE_LIMIT",
+    "Conflict",
     "Forbidden",
     "MethodNotAllowed",
     "NotAcceptable",
@@ -137,6 +138,13 @@ class Forbidden(CallerError):
     """The request is understood and refused: a WebSocket handshake from an Origin not allowed."""
 
     status_hint = 403
+
+
+class Conflict(CallerError):
+    """The request conflicts with the node's state (an applied membership older than the one it runs,
+    or another one under the same epoch)."""
+
+    status_hint = 409
 
 
 class NotAcceptable(CallerError):

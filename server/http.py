@@ -13,6 +13,8 @@ Routes (``{x}`` is one path segment, percent-decoded as UTF-8, so ``a%2Fb`` is t
     GET  /v1/cluster                            {"epoch", "nodes": [{"node", "url", "up"}], "self", ...}
     GET  /v1/cluster/nodes                      {"epoch", "self", "nodes": [{"node", "url", "up",
                                                  "objects", "live_objects"} | {..., "error"}]}  (admin)
+    PUT  /v1/cluster/membership                 {"membership": {...}, "mac": hex} (actors cluster apply)
+                                                -> 200 {"epoch", "adopted"} | 403 | 409  (admin)
     GET  /v1/objects/{Class}/{name}/export      the object's SQLite file (application/vnd.sqlite3);
                                                 307 to the owner's URL when another node owns it  (admin)
     DELETE /v1/objects/{Class}/{name}           200 {"deleted": true}  (admin)
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from actors.placement import ClusterMap
 
     from .cluster import Cluster
+    from .cluster.file_member import FileMember
     from .cluster.handoff import Mover, Receiver
     from .config import Config
     from .metrics import Metrics
@@ -92,6 +95,7 @@ class HandlerContext(Protocol):
     router: Cluster | None
     mover: Mover | None
     receiver: Receiver | None
+    file_member: FileMember | None
     node_name: str
     url: str
 
@@ -253,6 +257,19 @@ async def cluster_nodes(node: HandlerContext, request: Request) -> Reply:
     return _json(node, request, {"epoch": node.cluster.epoch, "self": node.node_name, "nodes": nodes})
 
 
+async def apply_membership(node: HandlerContext, request: Request) -> Reply:
+    """Adopt a membership signed by ``actors cluster apply`` (file membership only)."""
+    member = node.file_member
+    if member is None:
+        raise NotFound(
+            "this node's membership does not come from a cluster file (etcd: use actors cluster leave)"
+            if node.router is not None
+            else "this node is not in a cluster (no --cluster)"
+        )
+    body = codec.decode_body(request.body, cbor=request.cbor)
+    return _json(node, request, await member.apply(body))
+
+
 async def cluster_map(node: HandlerContext, request: Request) -> Reply:
     """The cluster as the SDK sees it (the same map as the wire protocol's Welcome frame)."""
     cluster, router = node.cluster, node.router
@@ -350,6 +367,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", ("v1", "objects"), list_objects, admin=True),
     Route("GET", ("v1", "cluster"), cluster_map),
     Route("GET", ("v1", "cluster", "nodes"), cluster_nodes, admin=True),
+    Route("PUT", ("v1", "cluster", "membership"), apply_membership, reads_body=True, admin=True),
     Route("GET", ("v1", "objects", "{class}", "{name}", "export"), export_object, admin=True),
     Route("DELETE", ("v1", "objects", "{class}", "{name}"), delete_object, admin=True),
     Route("POST", ("counter", "{name}", "increment"), counter_increment, reads_body=True),

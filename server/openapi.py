@@ -50,10 +50,12 @@ _RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 _ERRORS: dict[int, str] = {
     400: "Bad input: a malformed body or path, or a name or value over a named limit (`limit`).",
     401: "Missing or wrong bearer token (only when the node has one).",
-    403: "An admin route asked with the call token: it needs the admin token (`--admin-token`).",
+    403: "An admin route asked with the call token: it needs the admin token (`--admin-token`); or a "
+    "membership not signed with the cluster secret.",
     404: "Unknown class, method or object (`UnknownClass`, `UnknownMethod`, `ObjectNotFound`).",
     406: "The result cannot be written as JSON (bytes, NaN): ask for CBOR (`Accept: application/cbor`).",
-    409: "Deadlock: the call would wait on itself.",
+    409: "Deadlock: the call would wait on itself; or (`Conflict`) a membership older than, or other "
+    "than, the one the node runs under that epoch.",
     413: "The request body is over `max_body_bytes` (`limit` names it); the node closes the connection.",
     500: "The object's code raised (`type` is its exception class), or an internal error (only a reference).",
     502: "`OwnerLost`: the owner went away after the call was forwarded to it (it may have run).",
@@ -172,9 +174,10 @@ _SCHEMAS: dict[str, Schema] = {
         {
             "objects": {"type": "integer", "description": "objects with storage on the node"},
             "live_objects": {"type": "integer", "description": "objects in its memory"},
-            "epoch": {"type": "integer", "description": "the membership epoch the node acts under (etcd)"},
-            "to_move": {"type": "integer", "description": "objects it still has to hand off (etcd)"},
-            "state": {"const": "leaving", "description": "handing its objects off before it leaves (etcd)"},
+            "epoch": {"type": "integer", "description": "the membership epoch the node acts under"},
+            "to_move": {"type": "integer", "description": "objects it still has to hand off"},
+            "settled": {"type": "boolean", "description": "it has handed off everything for its epoch"},
+            "state": {"const": "leaving", "description": "handing its objects off before it leaves"},
             "error": {"type": "string", "description": "why the node's figures are missing"},
         },
     ),
@@ -333,6 +336,26 @@ _PATHS: dict[str, dict[str, Any]] = {
                     ),
                 ),
                 **_errors(_ANY, _ADMIN),
+            },
+        }
+    },
+    "/v1/cluster/membership": {
+        "put": {
+            "operationId": "apply_membership",
+            "security": _ADMIN_SECURITY,
+            "summary": "Adopt a membership signed by `actors cluster apply` (nodes with a cluster file).",
+            "requestBody": {
+                "required": True,
+                "content": _json_or_cbor(
+                    _object({"membership": {"type": "object"}, "mac": {"type": "string"}})
+                ),
+            },
+            "responses": {
+                "200": _ok(
+                    "The epoch the node now runs, and whether this request changed it.",
+                    _object({"epoch": {"type": "integer"}, "adopted": {"type": "boolean"}}),
+                ),
+                **_errors(_ANY, _ADMIN, _READS_BODY, (404, 409)),
             },
         }
     },

@@ -59,7 +59,7 @@ async def serve_peer(node: Node, scope: dict[str, Any], receive: Receive, send: 
         try:
             auth = handshake.verify_auth(membership, challenge, message.get("bytes"))
         except HandshakeRefused:
-            if not cluster.dynamic:
+            if cluster.source is None:
                 raise
             # A node that just joined may dial before this node has seen the change: read the
             # membership (bounded) and check once more before refusing.
@@ -87,8 +87,9 @@ async def serve_peer(node: Node, scope: dict[str, Any], receive: Receive, send: 
         node.metrics.peer_refused()
         await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
         return
+    # over the dialer's digest (its proof covers it): across file epochs the two differ
     mac = handshake.accept_mac(
-        membership.secret, challenge, auth.nonce, auth.node, membership.self_id, membership.link_digest
+        membership.secret, challenge, auth.nonce, auth.node, membership.self_id, auth.digest
     )
     await send({"type": "websocket.send", "bytes": handshake.accept_message(mac)})
     await node.rpc.serve_peer(auth.node, receive, send)

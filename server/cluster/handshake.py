@@ -148,7 +148,10 @@ def verify_auth(membership: Membership, challenge: bytes, data: Any) -> Auth:
     if not hmac.compare_digest(auth.mac, expected):
         raise HandshakeRefused(f"{auth.node!r} could not prove the cluster secret")
     epoch, digest = membership.link_epoch, membership.link_digest
-    if auth.epoch != epoch or auth.digest != digest:
+    # File memberships at different epochs link: the newer one is signed (``applied.py``) and
+    # travels on the link. Equal epochs must agree; etcd's (epoch 0) must match exactly.
+    across_epochs = auth.epoch != epoch and auth.epoch > 0 and epoch > 0
+    if not across_epochs and (auth.epoch != epoch or auth.digest != digest):
         raise HandshakeRefused(
             f"{auth.node!r} has another membership (epoch {auth.epoch}, digest {auth.digest[:12]}) "
             f"than {me} (epoch {epoch}, digest {digest[:12]})",

@@ -192,9 +192,9 @@ class PeerLink:
         return value
 
     def announce_epoch(self, epoch: int) -> None:
-        """Tell the peer this node's epoch, ahead of every call sent after this (etcd membership:
-        the peer adopts a newer epoch before it acts on those calls; ``router.py``)."""
-        if not self.membership.dynamic or self.state is not LinkState.UP:
+        """Tell the peer this node's epoch, ahead of every call sent after this (the peer adopts a
+        newer epoch before it acts on those calls; ``router.py``)."""
+        if self.state is not LinkState.UP:
             return  # a link that comes up announces the epoch of that moment first
         self._append_announcement(epoch)
 
@@ -257,8 +257,8 @@ class PeerLink:
             try:
                 async with self._open() as ws:
                     backoff = REDIAL_MIN_SECONDS
-                    if self.membership.dynamic:  # before anything queued while the link was down
-                        self._append_announcement(self.membership.epoch, first=True)
+                    # before anything queued while the link was down
+                    self._append_announcement(self.membership.epoch, first=True)
                     self._set_state(LinkState.UP)
                     self.reached.set()
                     await self._serve(ws)

@@ -1,6 +1,7 @@
 """Membership from a file: which nodes form the cluster, where they are reached, and their secret.
 
     secret = "a long random string"     # shared by the nodes; ACTORS_CLUSTER_SECRET overrides it
+    epoch = 1                           # optional; ``actors cluster apply`` raises it at each change
     [[nodes]]
     id = "n1"
     url = "http://127.0.0.1:8081"       # where the other nodes and the SDK reach this node
@@ -18,12 +19,13 @@ Guarantees
   ``(id, url)`` pairs, not of the file's bytes: order, comments and the secret do not matter). Peer
   links refuse a node whose digest differs, so two nodes never disagree about who owns an object
   without noticing.
-- The epoch of a file membership is ``FILE_EPOCH`` (1): it changes only when membership can change
-  at run time (etcd: ``etcd_member.py``, the epoch being the membership record's revision), where
-  a higher epoch wins.
+- The epoch of a file membership is the file's ``epoch`` (default ``FILE_EPOCH``, 1). A running
+  file membership changes only by ``actors cluster apply`` (a signed document, ``applied.py``;
+  ``file_member.py``); with etcd it changes by joins and leaves, the epoch being the membership
+  record's revision (``etcd_member.py``). A higher epoch wins.
 
 Prior art: Orleans' membership table and Akka's seed nodes list members with their addresses;
-ours is static here, and the liveness of each member is the peer links' business (``links.py``).
+the liveness of each member is the peer links' business (``links.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "Member",
     "Membership",
     "load_membership",
+    "parse_member",
     "parse_membership",
 ]
 
@@ -145,16 +148,27 @@ def load_membership(path: Path, node_id: str | None, environ: Mapping[str, str] 
 
 
 def parse_membership(
-    text: str, node_id: str | None, environ: Mapping[str, str] = os.environ, *, source: str = "cluster file"
+    text: str,
+    node_id: str | None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    source: str = "cluster file",
+    need_node_id: bool = True,
 ) -> Membership:
-    """Membership from the TOML ``text`` of a cluster file (ClusterFileError names the problem)."""
+    """Membership from the TOML ``text`` of a cluster file (ClusterFileError names the problem).
+    Without ``need_node_id`` (a tool that reads the file, not a node), ``node_id`` may be None."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ClusterFileError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(document) - {"secret", "nodes"}
+    unknown = set(document) - {"secret", "epoch", "nodes"}
     if unknown:
-        raise ClusterFileError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected secret, [[nodes]])")
+        raise ClusterFileError(
+            f"{source}: unknown key {sorted(unknown)[0]!r} (expected secret, epoch, [[nodes]])"
+        )
+    epoch = document.get("epoch", FILE_EPOCH)
+    if type(epoch) is not int or not 1 <= epoch < 2**62:
+        raise ClusterFileError(f"{source}: epoch must be a positive integer")
     secret = environ.get(SECRET_VARIABLE) or document.get("secret")
     if secret is None or secret == "":
         raise ClusterFileError(f'{source}: no secret (set secret = "..." or {SECRET_VARIABLE})')
@@ -167,7 +181,7 @@ def parse_membership(
         raise ClusterFileError(f"{source}: no [[nodes]] tables")
     if len(nodes) > MAX_NODES:
         raise ClusterFileError(f"{source}: {len(nodes)} nodes; at most {MAX_NODES}")
-    members = [_member(entry, index, source) for index, entry in enumerate(nodes)]
+    members = [parse_member(entry, f"{source}: nodes[{index}]") for index, entry in enumerate(nodes)]
     for attr in ("id", "url"):
         seen: set[str] = set()
         for member in members:
@@ -175,17 +189,19 @@ def parse_membership(
             if value in seen:
                 raise ClusterFileError(f"{source}: duplicate node {attr} {value!r}")
             seen.add(value)
+    members.sort(key=lambda m: m.id)
+    if node_id is None and not need_node_id:  # a tool reading the file: it is no node
+        node_id = members[0].id
     if node_id is None or node_id == "":
         raise ClusterFileError(f"{source}: --node-id (ACTORS_NODE_ID) is required with --cluster")
     if node_id not in {m.id for m in members}:
         listed = ", ".join(m.id for m in members)
         raise ClusterFileError(f"{source}: node id {node_id!r} is not in the file (it lists {listed})")
-    members.sort(key=lambda m: m.id)
-    return Membership(tuple(members), secret.encode(), node_id)
+    return Membership(tuple(members), secret.encode(), node_id, epoch=epoch)
 
 
-def _member(entry: Any, index: int, source: str) -> Member:
-    where = f"{source}: nodes[{index}]"
+def parse_member(entry: Any, where: str) -> Member:
+    """One ``{id, url}`` table of a cluster file (or of an applied membership; ``applied.py``)."""
     if type(entry) is not dict:
         raise ClusterFileError(f"{where} must be a table with id and url")
     unknown = set(entry) - {"id", "url"}

@@ -22,6 +22,7 @@ import trio
 
 from actors.errors import ActorError, InvalidArgument
 
+from .file_member import MEMBERSHIP_OPERATION, SETTLED_OPERATION
 from .handoff import ADOPT_CHUNK_OPERATION, ADOPT_OPERATION
 from .settle import WANT_OPERATION
 
@@ -84,8 +85,9 @@ async def list_cluster(
 
 
 def local_stats(node: Node) -> dict[str, Any]:
-    """This node's share: objects with storage (the catalog) and objects in memory; with etcd
-    membership also its epoch and the objects it still has to hand to other nodes."""
+    """This node's share: objects with storage (the catalog) and objects in memory; in a cluster
+    also its epoch, the objects it still has to hand to other nodes, and whether it has handed off
+    everything for the current epoch (``settled``)."""
     stats: dict[str, Any] = {
         "objects": node.runtime.count_objects(),
         "live_objects": node.runtime.statistics().live_objects,
@@ -94,6 +96,7 @@ def local_stats(node: Node) -> dict[str, Any]:
     if mover is not None and router is not None:
         stats["epoch"] = router.epoch
         stats["to_move"] = mover.to_move
+        stats["settled"] = mover.done
     return stats
 
 
@@ -161,6 +164,12 @@ async def node_operation(node: Node, operation: str, kwargs: dict[str, Any]) -> 
             raise node.router.not_owner(object_id, "a peer")
         await node.runtime.delete_object(object_id)
         return True
+    member = node.file_member
+    if member is not None:  # a file membership that apply changes (``file_member.py``)
+        if operation == MEMBERSHIP_OPERATION:
+            return member.document()
+        if operation == SETTLED_OPERATION:
+            return await member.heard_settled(kwargs)
     mover, receiver = node.mover, node.receiver
     if mover is not None and receiver is not None:  # handing objects over (``handoff.py``)
         if operation == WANT_OPERATION:

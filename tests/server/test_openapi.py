@@ -67,7 +67,8 @@ def test_only_the_routes_that_need_no_token_declare_no_security() -> None:
     assert DOCUMENT["security"] == [{"bearer": []}, {}]  # a token only when the node has one
     admin_routes = {(route.method, _path(route.pattern)) for route in ROUTES if route.admin}
     assert {p for _, p in admin_routes} == {
-        "/v1/objects", "/v1/cluster/nodes", "/v1/objects/{class}/{name}/export", "/v1/objects/{class}/{name}"
+        "/v1/objects", "/v1/cluster/nodes", "/v1/cluster/membership", "/v1/objects/{class}/{name}/export",
+        "/v1/objects/{class}/{name}",
     }  # fmt: skip
     for method, path, operation in _operations():
         if (method, path) in admin_routes:  # the admin token when the node has one (403 for the call token)
