@@ -6,10 +6,12 @@ every node and which nodes pass on to each other (a newer epoch is announced on 
 a node that sees one reads the document from its peers: the ``membership`` operation).
 
 Guarantees
-- **Start-up.** A node starts from the newest of its cluster file and the applied membership it
-  saved in its data folder (``cluster.json``). A file at the same epoch as the saved membership but
-  with other members is refused (``ClusterFileError``): two memberships never share an epoch. A
-  node whose saved membership no longer lists it (it left, or was given away) refuses to start.
+- **Start-up.** A node that adopted an applied membership starts from it (saved in its data folder,
+  ``cluster.json``), else from its cluster file. A file at the same epoch as the saved membership but
+  with other members is refused (``ClusterFileError``): two memberships never share an epoch. A file
+  at a newer epoch is only logged: only a signed change is adopted, and the node reads it from its
+  peers. A node whose saved membership no longer lists it (it left, or was given away) refuses to
+  start.
 - **Adopting.** An applied membership is adopted only if it is signed and newer than the current one,
   and only after it is saved durably (written, fsynced, renamed), so a node never goes back to an
   older epoch across a restart.
@@ -117,11 +119,11 @@ class FileMember:
                 f"epoch {applied.epoch} but list other nodes: change a running cluster with "
                 "`actors cluster apply FILE`, which gives each change a new epoch"
             )
-        if applied.epoch < file.epoch:
-            raise ClusterFileError(
-                f"the cluster file is epoch {file.epoch}, newer than the membership this node adopted "
-                f"(epoch {applied.epoch}, saved in {self._path}), which was never applied to it: change "
-                "a running cluster with `actors cluster apply FILE`"
+        if applied.epoch < file.epoch:  # it missed a change: its peers give it the signed one
+            log.warning(
+                "the cluster file is newer than the membership this node adopted; it starts with the "
+                "one it adopted and takes the newer one from its peers",
+                extra={"event": "file_ahead", "file_epoch": file.epoch, "epoch": applied.epoch},
             )
         if applied.membership(self.secret, self.self_id).member(self.self_id) is None:
             raise ClusterFileError(

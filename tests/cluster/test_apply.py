@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -20,6 +22,8 @@ from server.cluster.applied import Applied, sign
 from server.cluster.membership import Member
 from tests.server.nodes import ENV, Node, fetch, in_thread
 
+from .history import History, check_counters, check_single_writer, parse_object_events
+from .load import final_values, run_load
 from .processes import SECRET, Cluster, free_ports, open_cluster, wait_all_up, write_cluster_file
 
 COUNTERS = 48
@@ -146,8 +150,16 @@ async def test_apply_adds_a_node_which_gets_its_share_with_state_and_leave_hands
 async def test_a_membership_change_is_refused_unless_signed_newer_and_the_same_under_one_epoch(
     tmp_path: Path,
 ):
-    async with open_cluster(tmp_path, 2) as cluster:
+    async with open_cluster(tmp_path, 2, "--handoff-rate", "3") as cluster:
         n1 = cluster.nodes["n1"]
+        names = [f"refuse-{i}" for i in range(40)]
+        for name in names:
+            assert (await fetch(n1.url, "POST", f"/counter/{name}/increment")).status == 200
+        # A file that drops n2, which still owns objects: refused, nothing changes.
+        alone = write_cluster_file(tmp_path / "alone.toml", {"n1": cluster.ports["n1"]})
+        dropped = await run_cli(tmp_path, "apply", str(alone))
+        assert dropped.returncode == 2, dropped.stderr.decode()
+        assert b"n2 is not in the file but still owns objects" in dropped.stderr
         members = tuple(Member(i, cluster.url(i)) for i in ("n1", "n2"))
         change = Applied(2, members, frozenset({"n2"}), members, frozenset())
         body = {"membership": change.document(), "mac": sign(b"another-secret-0123456789", change)}
@@ -164,6 +176,10 @@ async def test_a_membership_change_is_refused_unless_signed_newer_and_the_same_u
         assert (took.status, took.json()) == (200, {"epoch": 2, "adopted": True})
         # n2 learns the change from n1 over their link, without being sent it
         await wait_epoch(cluster.nodes["n2"], 2)
+        # n2 now hands its counters (about 20) to n1, 3 a second: meanwhile no other change is taken.
+        busy = await run_cli(tmp_path, "apply", str(cluster.cluster_file))
+        assert busy.returncode == 2, busy.stderr.decode()
+        assert b"still moving objects: n2" in busy.stderr
 
         other = Applied(2, members, frozenset(), members, frozenset())
         conflict = {"membership": other.document(), "mac": sign(SECRET.encode(), other)}
@@ -173,3 +189,51 @@ async def test_a_membership_change_is_refused_unless_signed_newer_and_the_same_u
         assert (repeat.status, repeat.json()) == (200, {"epoch": 2, "adopted": False})
         saved = json.loads((tmp_path / "n1" / "cluster.json").read_text())
         assert saved["membership"]["epoch"] == 2
+        await wait_settled(list(cluster.nodes.values()), 2)
+        assert await values_through(cluster.nodes["n2"], names) == dict.fromkeys(names, 1)
+        assert not any(stored_on(tmp_path, "n2", name) for name in names)
+
+
+async def test_apply_and_leave_under_load_keep_every_history_sound(tmp_path: Path) -> None:
+    """Under continuous increments and reads through every node and the SDK: add a node with
+    ``apply``, decommission another with ``leave``, SIGKILL and restart a third; then check what
+    every client saw and that no object was ever open on two nodes at once."""
+    names = [f"file-proof-{i}" for i in range(24)]
+    history = History()
+    killed_at: dict[str, list[float]] = {}
+    async with open_cluster(tmp_path, 3, "--log-objects", "--log-format", "json") as cluster:
+        cluster.ports["n4"] = free_ports(1)[0]
+        urls = [cluster.url(i) for i in ("n1", "n2", "n3", "n4")]
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            load = partial(run_load, history, http_urls=urls, sdk_url=urls[1], names=names, stop=stop)
+            nursery.start_soon(load)
+            await trio.sleep(1.5)
+            await add_node(cluster, "n4")
+            applied = await run_cli(tmp_path, "apply", str(cluster.cluster_file))
+            assert applied.returncode == 0, applied.stderr.decode()
+            await wait_settled(list(cluster.nodes.values()), 2)
+            await trio.sleep(1)
+            left = await run_cli(tmp_path, "leave", "n1", "--cluster", str(cluster.cluster_file))
+            assert left.returncode == 0, left.stderr.decode()
+            with trio.fail_after(APPLY_TIMEOUT):
+                assert await cluster.processes["n1"].wait() == 0
+            await trio.sleep(1)
+            cluster.kill("n2")
+            killed_at["n2"] = [time.time()]
+            with trio.fail_after(APPLY_TIMEOUT):
+                await cluster.processes["n2"].wait()
+            await trio.sleep(1)
+            await cluster.start("n2")
+            rest = [cluster.nodes[i] for i in ("n2", "n3", "n4")]
+            await wait_all_up(rest)
+            await trio.sleep(1.5)
+            stop.set()
+        counts = history.counts()
+        finals = await final_values([cluster.url(i) for i in ("n2", "n3", "n4")], names)
+    assert counts["ok"] > 200, counts
+    problems = check_counters(history, finals)
+    assert problems == [], "\n".join(problems)
+    events = parse_object_events([tmp_path / f"{i}.log" for i in ("n1", "n2", "n3", "n4")])
+    assert check_single_writer(events, killed_at) == []
+    assert {e.object for e in events if e.kind == "opened" and e.node == "n4"}, "n4 took a share"
