@@ -37,9 +37,11 @@ from .cluster.dial import PEER_SSL_CONTEXT
 from .cluster.etcd import open_etcd
 from .cluster.etcd_member import EtcdMember
 from .cluster.file_member import FileMember
-from .cluster.handoff import Mover, Receiver
+from .cluster.handoff import Mover
 from .cluster.liveness import LeaseSettings
 from .cluster.membership import SECRET_VARIABLE
+from .cluster.receiver import Receiver
+from .cluster.sent_log import SENT_LOG_FILE, SentLog
 from .cluster.settle import ClusterGate, slot_of
 from .config import Config
 from .metrics import Metrics
@@ -222,7 +224,12 @@ def _handoff_parts(
 ) -> tuple[Mover, Receiver]:
     """The mover, the receiver and the gate of a node in a cluster, and their tasks."""
     mover = Mover(
-        cluster, runtime, metrics, rate=config.handoff_rate, max_message_bytes=config.max_frame_bytes
+        cluster,
+        runtime,
+        metrics,
+        rate=config.handoff_rate,
+        max_message_bytes=config.max_frame_bytes,
+        sent_log=SentLog(config.data_dir / SENT_LOG_FILE),
     )
     receiver = Receiver(cluster, runtime, metrics, mover)
     cluster.listen(mover.membership_changed)

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
     from .cluster.file_member import FileMember
-    from .cluster.handoff import Mover, Receiver
+    from .cluster.handoff import Mover
+    from .cluster.receiver import Receiver
     from .config import Config
     from .metrics import Metrics
 

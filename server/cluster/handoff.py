@@ -16,7 +16,9 @@ hands each of them over (old owner O, new owner N, epoch E):
    as moving: O activates it for no one, and tells a node that asks for it to wait.
 
 Crash points: before N's answer, O's copy is the only valid one (N deletes unfinished ``.incoming``
-files at start; O sends again). After N stored it and before O learned so, both have it: O sends
+files at start; O sends again). A send's outcome stays unknown until N answers, across a crash of O
+too (``sent_log.py``): O activates such an object for no one, and if it owns it again it first asks
+N, which sends it back if it stored it. After N stored it and before O learned so, both have it: O sends
 it again and N answers ``already_held`` (N keeps its copy, which is newer or the same), then O
 deletes its own. A node that received an object and already moved it on again would answer
 ``not_owner`` to a repeated send; O then offers it to the newest owner, which holds it or its
@@ -31,16 +33,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
-from actors import Arrival, ObjectId
+from actors import ObjectId
 from actors.errors import InvalidArgument, OwnerUnavailable
 
+from .sent_log import SentLog
 from .settle import WANT_OPERATION, slot_of
 
 if TYPE_CHECKING:
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
 
     from .router import Cluster
 
-__all__ = ["ADOPT_CHUNK_OPERATION", "ADOPT_OPERATION", "Mover", "Receiver"]
+__all__ = ["ADOPT_CHUNK_OPERATION", "ADOPT_OPERATION", "HandoffMetrics", "Mover", "object_ref"]
 
 log = logging.getLogger("server.cluster")
 
@@ -113,6 +116,7 @@ class Mover:
         *,
         rate: float,
         max_message_bytes: int,
+        sent_log: SentLog | None = None,
     ) -> None:
         self._router = router
         self._runtime = runtime
@@ -124,6 +128,10 @@ class Mover:
         self.remaining: dict[str, _Item] = {}
         #: objects whose transfer is under way or whose outcome is unknown: activated for no one
         self.moving = _Moving()
+        #: where sends of unknown outcome survive a crash (``sent_log.py``): those of the last run
+        self._sent_log = sent_log
+        if sent_log is not None:
+            self.moving.unsure.update(sent_log.load())
         #: set when an object moved (or failed to) so ``want`` callers can look again
         self._progress = trio.Event()
         self._work = trio.Event()
@@ -168,7 +176,7 @@ class Mover:
         moved (``{"held": true}``) or if it is not here (``{"held": false}``). Refused with this
         node's epoch if this node owns it under a newer epoch than the asker's."""
         router, runtime = self._router, self._runtime
-        epoch, object_id = _object_ref(runtime, kwargs)
+        epoch, object_id = object_ref(runtime, kwargs)
         deadline = trio.current_time() + TRANSFER_TIMEOUT_SECONDS
         await router.reach(epoch, deadline)
         if router.owns(object_id):
@@ -340,7 +348,7 @@ class Mover:
                     done = await runtime.release(object_id)
                     if done is None:
                         sending.discard(item.hex)  # no storage after all (never written): nothing to move
-                        self.moving.unsure.pop(item.hex, None)
+                        await self.outcome_known([item.hex])
                         return
                     data = None if done.size > self._chunk else await _read(done.path)
                 except BaseException:
@@ -354,6 +362,8 @@ class Mover:
         if not released:
             return
         try:
+            if self._sent_log is not None:  # durably, before anything leaves
+                await self._sent_log.sending(owner, [object_id.hex for object_id, _, _ in released])
             await self._send(owner, link, released)
         except BaseException:
             # The outcome is unknown: the new owner may have stored them. Until a send is answered,
@@ -404,9 +414,8 @@ class Mover:
                 self.remaining[object_id.hex] = _Item(object_id.hex, object_id)
         if discard:
             await runtime.discard(discard)
-            for object_id in discard:
-                self.moving.unsure.pop(object_id.hex, None)
             self._metrics.handed_off(len(discard))
+        await self.outcome_known(by_hex)  # stored there (and discarded here), or not stored there
         if newer > router.epoch:
             await router.reach(newer, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
             self._rescan = True
@@ -419,12 +428,20 @@ class Mover:
         link = router.links.get(target)
         object_id = _catalog_id(self._runtime, key)
         if link is None or object_id is None:  # the target left (it handed everything off) or gone
-            self.moving.unsure.pop(key, None)
+            await self.outcome_known([key])
             return
         kwargs = {"epoch": router.epoch, "cls": object_id.cls, "name": object_id.name, "id": key}
         with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
             await link.call("", "", WANT_OPERATION, (), kwargs)
-        self.moving.unsure.pop(key, None)  # sent back (and replaced here) or never stored there
+        await self.outcome_known([key])  # sent back (and replaced here) or never stored there
+
+    async def outcome_known(self, keys: Iterable[str]) -> None:
+        """The outcome of the last send of ``keys`` is known: no longer unsure, here or on disk."""
+        keys = list(keys)
+        for key in keys:
+            self.moving.unsure.pop(key, None)
+        if self._sent_log is not None:
+            await self._sent_log.done(keys)
 
     def replaced(self, key: str) -> bool:
         """Whether an arriving copy must replace this node's copy: this node's send of it has no
@@ -446,80 +463,8 @@ class Mover:
                 offset += len(data)
 
 
-class Receiver:
-    """The new owner's side of a handoff (``adopt`` and ``adopt_chunk`` node operations)."""
-
-    def __init__(self, router: Cluster, runtime: Runtime, metrics: HandoffMetrics, mover: Mover) -> None:
-        self._router = router
-        self._runtime = runtime
-        self._metrics = metrics
-        self._mover = mover
-
-    async def chunk(self, kwargs: dict[str, Any]) -> None:
-        router, runtime = self._router, self._runtime
-        epoch, object_id = _object_ref(runtime, kwargs)
-        await router.reach(epoch, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
-        offset, data = kwargs.get("offset"), kwargs.get("data")
-        if type(offset) is not int or offset < 0 or type(data) is not bytes:
-            raise InvalidArgument("adopt_chunk needs an offset and bytes")
-        path = runtime.staging_path(object_id)
-
-        def write() -> None:
-            with open(path, "r+b" if offset else "wb") as file:
-                file.seek(offset)
-                file.write(data)
-
-        await trio.to_thread.run_sync(write)
-
-    async def adopt(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        router, runtime = self._router, self._runtime
-        epoch = kwargs.get("epoch")
-        objects = kwargs.get("objects")
-        if type(epoch) is not int or type(objects) is not list:
-            raise InvalidArgument("adopt needs an epoch and a list of objects")
-        await router.reach(epoch, trio.current_time() + TRANSFER_TIMEOUT_SECONDS)
-        outcomes: list[dict[str, Any]] = []
-        arrivals = []
-        staged: list[tuple[Path, bytes]] = []
-        for entry in objects:
-            _, object_id = _object_ref(runtime, {**entry, "epoch": epoch})
-            if not router.owns(object_id):
-                outcomes.append({"id": object_id.hex, "outcome": "not_owner", "epoch": router.epoch,
-                                 "owner": router.owner(object_id)})  # fmt: skip
-                continue
-            data, sha, alarm = entry.get("data"), entry.get("sha256"), entry.get("alarm")
-            if type(sha) is not str or (alarm is not None and type(alarm) not in (int, float)):
-                raise InvalidArgument("adopt: sha256 must be a string and alarm a number or null")
-            if data is not None:
-                if type(data) is not bytes:
-                    raise InvalidArgument("adopt: data must be bytes")
-                staged.append((runtime.staging_path(object_id), data))
-            arrivals.append(Arrival(object_id, sha, None if alarm is None else float(alarm)))
-        if staged:
-            await trio.to_thread.run_sync(_write_all, staged)
-        stale = [a.object_id for a in arrivals if self._mover.replaced(a.object_id.hex)]
-        if stale:  # this node sent them without learning the outcome: the arriving copies are newer
-            await runtime.discard(stale)
-            for object_id in stale:
-                self._mover.moving.unsure.pop(object_id.hex, None)
-        if arrivals:
-            for outcome in await runtime.adopt(arrivals):
-                row: dict[str, Any] = {"id": outcome.object_id.hex, "outcome": outcome.status}
-                if outcome.error is not None:
-                    row["error"] = outcome.error.message
-                outcomes.append(row)
-            self._metrics.received(len(arrivals))
-        return {"outcomes": outcomes, "epoch": router.epoch}
-
-
 async def _read(path: Path) -> bytes:
     return await trio.to_thread.run_sync(path.read_bytes)
-
-
-def _write_all(files: list[tuple[Path, bytes]]) -> None:
-    """Write the staged files of one batch (``adopt`` makes them durable)."""
-    for path, data in files:
-        path.write_bytes(data)
 
 
 def _within(entries: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
@@ -537,7 +482,7 @@ def _within(entries: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str
     return messages
 
 
-def _object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]:
+def object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]:
     """The epoch and object a peer's handoff message names (InvalidArgument if malformed)."""
     epoch, cls, name, key = kwargs.get("epoch"), kwargs.get("cls"), kwargs.get("name"), kwargs.get("id")
     if type(epoch) is not int or type(cls) is not str or type(key) is not str or len(key) != 64:
