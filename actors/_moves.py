@@ -21,8 +21,9 @@ Guarantees
   folder entries fsynced, and its catalog entry (with its alarm) committed; then its alarm is
   scheduled. Nothing is activated. An object this node already holds keeps its copy
   (``"already_held"``). A staged file a transfer left unfinished is deleted when the runtime opens.
-- **Discard** (``Runtime.discard``, once the new owner confirmed): this node's copies (files, catalog
-  entries, pending alarms) are gone, durably, when it returns.
+- **Discard** (``Runtime.discard``, once the new owner confirmed): this node no longer holds the
+  objects when it returns: their catalog entries are gone durably, their alarms cancelled, their files
+  deleted (the deletions are made durable by the filesystem's next flush, not waited for).
 
 Mechanism: release is an eviction with the reason ``moved`` (which checkpoints on close), then a
 checkpoint of a WAL an earlier idle eviction left, then a hash, in a worker thread. Adopt works in
@@ -36,7 +37,7 @@ one journal commit for the whole batch, where an fsync of each file and of each 
 on 2 cores, ext4 on a virtual disk (``tests/benchmarks/bench_moves.py``, batches of 64 files of
 16 KiB): adopt alone 3,300-4,700 objects/s with ``syncfs``, 1,900-2,600 with the fallback; writing
 the staged files first (the cluster's part) costs as much again or more on that disk (creating a
-file takes 0.04-1.3 ms there, depending on the moment). Discard ends with the same barrier.
+file takes 0.04-1.3 ms there, depending on the moment).
 
 Crash points
 - Before adopt's catalog commit, an arriving file may be under its real name already, but with no
@@ -273,9 +274,10 @@ class Moves:
             legacy = runtime.legacy_object_path(object_id)
             if legacy is not None:
                 paths.append(legacy)
-        folders = await self._off_loop(functools.partial(_delete_files, paths))
-        if folders:
-            await self._barrier([], folders)
+        # No barrier after the deletions: once the catalog no longer lists an object this node does
+        # not hold it, so a file a crash brings back is harmless (see the crash points); only its
+        # disk space waits for the next flush. (A barrier here cost a syncfs per batch moved.)
+        await self._off_loop(functools.partial(_delete_files, paths))
 
     #### Blocking work
 
@@ -388,17 +390,12 @@ def _place_all(paths: list[Path], shas: list[str], unwanted: list[Path]) -> list
     return problems
 
 
-def _delete_files(paths: list[Path]) -> set[Path]:
-    """Delete each object file and its companions; returns the folders something was deleted from."""
-    folders: set[Path] = set()
+def _delete_files(paths: list[Path]) -> None:
+    """Delete each object file and its companions (not durably: see ``Moves.discard``)."""
     for path in paths:
         for suffix in ("", *_COMPANIONS):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
-            except FileNotFoundError:
-                continue
-            folders.add(path.parent)
-    return folders
 
 
 def _find_syncfs() -> Callable[[int], int] | None:
