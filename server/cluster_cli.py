@@ -9,7 +9,7 @@
 
 ``nodes --url`` (the default when neither ``--etcd`` nor ``ACTORS_ETCD`` is given) asks a node: one
 line per member: id, URL, ``up`` or ``down`` (the asking node's link to it), objects with storage
-and objects in memory (with etcd membership also ``epoch=E``, ``to_move=N`` objects it still has to
+and objects in memory (and ``epoch=E``, ``to_move=N`` objects it still has to
 hand off, and ``leaving``), tab-separated, then a last line with the epoch; ``--json`` prints the node's
 ``GET /v1/cluster/nodes`` reply as it is. A member that could not answer shows ``?`` for its counts
 and its error on stderr. Exit status as ``actors objects``: 0, 2 usage, 3 the node answered with an
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         for member in members:
             up = "up" if member.get("up") else "down"
             counts = [str(member.get(key, "?")) for key in ("objects", "live_objects")]
-            if "to_move" in member or "epoch" in member:  # etcd membership
+            if "to_move" in member or "epoch" in member:  # a member of a cluster
                 counts += [f"epoch={member.get('epoch', '?')}", f"to_move={member.get('to_move', '?')}"]
             if member.get("state") == "leaving":
                 counts.append("leaving")
