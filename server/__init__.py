@@ -11,6 +11,8 @@ Guarantees (of :func:`serve`)
   hypercorn stops accepting connections and closes idle keep-alive ones, requests in flight get
   their replies (each call is bounded by ``call_timeout``), then the runtime drains (queued turns
   finish and commit, every file is closed). ``serve`` returns normally after all of that.
+- At most ``config.max_connections`` client connections at once, of every kind; past it a new one
+  gets 503 ``Overloaded`` and is closed (``listener.py``, which accepts them in hypercorn's stead).
 - Cancelling ``serve`` stops serving at once but still drains the runtime: nothing committed is
   lost, and no reply is sent for a turn that did not commit.
 
@@ -27,7 +29,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from actors import App, DurableObject, Runtime, open_runtime
 
@@ -44,6 +45,7 @@ from .cluster.receiver import Receiver
 from .cluster.sent_log import SENT_LOG_FILE, SentLog
 from .cluster.settle import ClusterGate, slot_of
 from .config import Config
+from .listener import ConnectionLimit, connection_budget, serve_connections
 from .metrics import Metrics
 from .rooms import rooms_app
 from .transport import hypercorn_config
@@ -137,6 +139,8 @@ async def _serve(
             node.mover, node.receiver = _handoff_parts(cluster, runtime, member, config, metrics, extra)
             node.file_member = member if isinstance(member, FileMember) else None
             cluster.listen(lambda old, new: node.rpc.map_changed())
+        connections = ConnectionLimit(connection_budget(config.max_connections))
+        metrics.connections = connections.statistics
         links = trio.CancelScope()
         reporting = trio.CancelScope()
 
@@ -160,9 +164,10 @@ async def _serve(
 
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await hypercorn_serve(
+                await serve_connections(
                     cast("ASGIFramework", node),  # Node takes plain dicts, not hypercorn's TypedDicts
                     _hypercorn_config(config),
+                    connections,  # max_connections (listener.py)
                     shutdown_trigger=trigger,
                     task_status=task_status,
                 )

@@ -122,6 +122,7 @@ _OPTIONS = (
     _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
     _Option("max_send_queue_bytes", int, "bytes waiting for a slow WebSocket reader before close 1013"),
     _Option("max_websockets", int, "WebSockets the node holds at once; past it 503 Overloaded"),
+    _Option("max_connections", int, "connections the node holds at once; past it 503 and closed"),
     _Option("keep_alive_timeout", float, "seconds a connection may go without a request's headers"),
     _Option("max_header_bytes", int, "largest HTTP/1.1 request line and headers before 431"),
     _Option("send_timeout", float, "seconds a client may leave sent data unacknowledged, then cut off"),

@@ -90,6 +90,10 @@ class Config:
     #: WebSockets one node holds at once (object sockets, relayed ones, SDK connections; node links
     #: are not counted); past it a handshake is refused with 503 Overloaded and ``Retry-After``
     max_websockets: int = 100_000
+    #: client connections one node holds at once, of every kind (HTTP keep-alive, WebSockets, node
+    #: links, TLS or not); past it a new connection gets 503 Overloaded and is closed
+    #: (``server/listener.py``). Lowered at start to the open-file limit less ``FD_RESERVE``
+    max_connections: int = 10_000
     #: seconds a connection may go without a whole request's headers, idle between requests
     #: (keep-alive) or sending them (a slowloris client); then it is closed (hypercorn's own timer)
     keep_alive_timeout: float = 5.0
@@ -170,6 +174,8 @@ class Config:
             raise ValueError("max_frame_bytes must be at least 1")
         if self.max_websockets < 1:
             raise ValueError("max_websockets must be at least 1")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         if self.max_send_queue_bytes < 1 or self.max_header_bytes < 1:
             raise ValueError("max_send_queue_bytes and max_header_bytes must be at least 1")
         if not 0 < self.keep_alive_timeout < float("inf"):

@@ -19,7 +19,8 @@ Guarantees
       500  UserError              ``type`` is the user's exception class (traceback: debug only)
       500  InternalError          ``"internal error; reference = <id>"``, details only in the log
       503  Overloaded, OwnerUnavailable (with ``Retry-After`` in whole seconds, rounded up), ObjectReset,
-                                  ShuttingDown
+                                  ShuttingDown; Overloaded also answers a new connection past
+                                  ``max_connections`` (``listener.py``), before any request is read
       502  OwnerLost              a forwarded call's link to its owner dropped before the reply
       504  CallTimeout
 

@@ -8,7 +8,8 @@ Guarantees
   nodes in one process (tests) never share or clash.
 - Hooks never raise and never block: they only update in-memory values.
 - WebSocket counts are plain integers the connection loops bump (``websocket_*`` attributes, no lock
-  and no label lookup per frame, which matters for chat fan-out); a collector reads them at scrape time.
+  and no label lookup per frame, which matters for chat fan-out); a collector reads them at scrape time,
+  with the open and refused connections of ``max_connections`` (``listener.py``).
 - The same for the metrics updated on every call, turn, commit and request (``actors_calls``, the
   call, turn and commit duration histograms, the batch size histogram, ``actors_http_requests``):
   :class:`_Tally` and :class:`_Buckets` count in plain dicts and lists on the trio thread (a dict
@@ -27,7 +28,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -35,6 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from actors import App, Hooks, ObjectId, RuntimeStatistics
+
+if TYPE_CHECKING:
+    from .listener import ConnectionStatistics
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -209,6 +213,8 @@ class Metrics(Hooks):
         self.cluster_gauges: Callable[[], tuple[int, int, bool, float]] | None = None
         #: (node id, epoch) for the object_opened/object_closed log lines; None: not logged
         self.object_log: Callable[[], tuple[str, int]] | None = None
+        #: the open and refused connections (``ConnectionLimit.statistics``; None: not serving)
+        self.connections: Callable[[], ConnectionStatistics] | None = None
         #: accepted WebSocket connections not yet finished
         self.websocket_connections = 0
         #: WebSocket messages received from clients (every data frame, decodable or not)
@@ -217,7 +223,7 @@ class Metrics(Hooks):
         self.websocket_messages_out = 0
         #: closed WebSocket connections by the close code the object saw (bounded: 1000-4999)
         self.websocket_closes: Tally[int] = Tally()
-        r.register(_WebSocketCollector(self))
+        r.register(_CountsCollector(self))
         # labels() takes a lock and builds a key on every call; the hot path looks children up here
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -382,14 +388,27 @@ class _Buckets:
         yield family
 
 
-class _WebSocketCollector:
-    """Publishes the node's plain WebSocket counts at scrape time."""
+class _CountsCollector:
+    """Publishes the node's plain connection and WebSocket counts at scrape time."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
+        if m.connections is not None:
+            held = m.connections()
+            yield GaugeMetricFamily(
+                "actors_connections", "Client connections open now, of every kind.", value=held.open
+            )
+            yield GaugeMetricFamily(
+                "actors_max_connections", "The bound on open connections.", value=held.max_connections
+            )
+            yield CounterMetricFamily(
+                "actors_connections_refused",
+                "Connections refused at max_connections (answered 503, or closed at once).",
+                value=held.refused,
+            )
         yield GaugeMetricFamily(
             "actors_websocket_connections",
             "Accepted WebSocket connections open now.",

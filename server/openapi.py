@@ -22,7 +22,9 @@ node 502; a route that reads a body 400 for a malformed one and 413 past ``max_b
 listing 400 for a bad query; the generic call 406 when its result cannot be written as JSON and
 409 for a deadlock. A path taken with a method it
 does not list is 405 with ``Allow`` (not listed per operation: OpenAPI describes the methods a path
-has). WebSockets cannot be described in OpenAPI 3.1: ``x-websockets`` lists them.
+has). A node at ``max_connections`` answers a new connection 503 whatever the route
+(``listener.py``), before any route is known: said once in ``info.description``, not per operation.
+WebSockets cannot be described in OpenAPI 3.1: ``x-websockets`` lists them.
 """
 
 from __future__ import annotations
@@ -459,7 +461,8 @@ SQLite file. Any node of a cluster accepts any request and forwards it to the ob
 Bodies are JSON; CBOR is the alternative (`Content-Type: application/cbor` for the request, and the
 reply is CBOR when the request is or `Accept` asks for it). Every error is
 `{"error": {"type", "message", ...}}` (`Error`). A path taken with a method it does not list answers
-405 with `Allow`.
+405 with `Allow`. A node that holds `--max-connections` connections answers a new connection 503
+`Overloaded` (JSON, `Retry-After`, `Connection: close`) whatever it asks, and closes it.
 
 WebSockets (not describable in OpenAPI; also in `x-websockets`): """ + "; ".join(
     f"`{path}`: {what}" for path, what in WEBSOCKETS.items()

@@ -14,13 +14,15 @@ Guarantees (each bound a :class:`~server.config.Config` field, with a flag and a
   listening sockets so every accepted one inherits it), because hypercorn shields its socket writes
   from cancellation: without it a writer blocked on such a client waits for as long as the client's
   kernel answers window probes, that is forever. Linux only; elsewhere it is not enforced.
+- ``max_connections`` (10,000) bounds the connections one node holds, of every kind; past it a new
+  one gets 503 and is closed (``listener.py``, where connections are accepted: ASGI never sees them).
 - ``max_body_bytes`` bounds a body (``asgi.py``); the WebSocket send queue is bounded by
   ``max_send_queue_bytes`` and ``MAX_SEND_QUEUE_FRAMES`` (``websocket.py``: close 1013, then the
   connection ends once its close is written or ``send_timeout`` gives it up).
 
 XX: a body sent slowly but steadily is bounded only by ``max_body_bytes`` (hypercorn's
 ``read_timeout`` would bound the gaps between reads, but it applies to every connection, idle
-WebSockets included, and so needs server pings first); open connections per node are not bounded.
+WebSockets included, and so needs server pings first).
 """
 
 from __future__ import annotations

@@ -109,6 +109,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         command = [
             sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", f"{tmp}/data",
             "--idle-timeout", str(args.idle_timeout), "--log-level", "warning",
+            # room for every socket (and the scrapes): the bound is not what this measures
+            "--max-connections", str(args.connections + args.warmup + 100),
         ]  # fmt: skip
         process = await trio.lowlevel.open_process(
             command, stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}

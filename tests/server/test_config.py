@@ -77,6 +77,7 @@ def test_every_config_field_has_a_flag_and_a_variable() -> None:
         ({"ACTORS_PORT": "70000"}, "port must be in 0..65535, not 70000"),
         ({"ACTORS_APP": "no_colon"}, "app must look like 'module:attr', not 'no_colon'"),
         ({"ACTORS_CALL_TIMEOUT": "0"}, "call_timeout must be positive"),
+        ({"ACTORS_MAX_CONNECTIONS": "0"}, "max_connections must be at least 1"),
     ],
 )
 def test_bad_values_are_refused_naming_them(env: dict[str, str], message: str) -> None:

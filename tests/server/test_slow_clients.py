@@ -151,7 +151,8 @@ def _open_sockets(scraped: str) -> float:
     return value(scraped, "actors_websocket_connections")
 
 
-#: connections the crowd test holds open at once (half idle, half sending their headers slowly)
+#: connections the crowd test holds open at once (half idle, half sending their headers slowly), within
+#: max_connections: a crowd past it would have the rest refused (test_connections.py)
 CROWD = 1000
 
 
@@ -201,6 +202,18 @@ async def test_a_thousand_idle_and_slowloris_connections_leave_a_normal_clients_
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     closed += 1
         assert closed == CROWD
+        # the crowd was within max_connections (10,000 by default): nobody was refused, and every
+        # connection is given back once the node has closed it (the normal client's kept-alive ones
+        # at keep_alive_timeout)
+        with trio.fail_after(KEEP_ALIVE_TIMEOUT + SLACK * 2):
+            while True:  # (each scrape ends its connection: kept alive, it would count until its timer)
+                reply = await fetch(bounded_node.url, "GET", "/metrics", headers={"Connection": "close"})
+                text = reply.body.decode()
+                if value(text, "actors_connections") == 1:  # the scrape's own
+                    break
+                await trio.sleep(0.1)
+        assert value(text, "actors_connections_refused_total") == 0
+        assert value(text, "actors_max_connections") == 10_000
     finally:
         for stream in crowd:
             await trio.aclose_forcefully(stream)

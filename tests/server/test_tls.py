@@ -143,6 +143,33 @@ async def test_a_client_that_does_not_trust_the_ca_is_refused_with_a_certificate
             await in_thread(https_get, url, "/healthz", None)
 
 
+async def test_past_max_connections_a_tls_client_gets_503_after_its_handshake(
+    tmp_path: Path, pki: Pki
+) -> None:
+    context = ssl.create_default_context(cafile=pki.ca)
+    async with tls_node(tmp_path, pki, max_connections=2) as url:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        held: list[trio.SSLStream[trio.SocketStream]] = []
+        try:
+            for _ in range(2):  # two kept-alive TLS connections fill the node
+                stream = await trio.open_ssl_over_tcp_stream(parts.hostname, parts.port, ssl_context=context)
+                held.append(stream)
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n")
+                reply = b""
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    while not reply.endswith(b'{"status":"ok"}'):
+                        reply += await stream.receive_some()
+            status, body = await in_thread(https_get, url, "/healthz", pki.ca)
+            assert status == 503
+            assert body["error"]["type"] == "Overloaded"
+            assert body["error"]["message"].startswith("the node holds max_connections (2) connections")
+        finally:
+            for stream in held:
+                await trio.aclose_forcefully(stream)
+
+
 async def test_the_sdk_calls_and_opens_websockets_over_wss_with_the_ca(tmp_path: Path, pki: Pki) -> None:
     async with tls_node(tmp_path, pki) as url, connect(url, ca=pki.ca, timeout=REQUEST_TIMEOUT) as client:
         assert await client.call("Counter", "tls", "increment", by=2) == 2
