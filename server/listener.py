@@ -26,11 +26,12 @@ Guarantees
 
 Mechanism. ASGI never sees a connection (only requests), so the bound lives where connections are
 accepted. hypercorn's ``hypercorn.trio.serve`` builds its listeners and its per-connection handler
-inside ``worker_serve`` and offers no hook for either. :func:`serve_connections` is that function
-again, with one change: each accepted stream goes through :meth:`ConnectionLimit.serve_one`, which
-counts it around hypercorn's own per-connection ``TCPServer`` or refuses it. So it uses hypercorn
-internals (``TCPServer``, ``Lifespan``, ``WorkerContext``): pyproject pins hypercorn to the minor
-version this was copied from, and ``tests/server/test_connections.py`` fails if hypercorn's
+inside ``worker_serve`` and offers no hook for either. :func:`serve_connections` takes the same
+steps with hypercorn's parts (lifespan, listeners, its per-connection ``TCPServer``, the graceful
+shutdown), and one more: each accepted stream goes through :meth:`ConnectionLimit.serve_one`, which
+counts it around ``TCPServer`` or refuses it. So it uses hypercorn internals (``TCPServer``,
+``Lifespan``, ``WorkerContext``): pyproject pins hypercorn to the minor version it was written
+against, and ``tests/server/test_connections.py`` fails if hypercorn's
 ``worker_serve`` changes, so an upgrade re-reads it. Monkeypatching was the alternative, and worse:
 it would change every hypercorn server in the process.
 
