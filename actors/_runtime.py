@@ -37,6 +37,7 @@ from ._ids import ObjectId
 from ._lifecycle import ActivationState
 from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_staged_files
 from ._object import DurableObject, Stub
+from ._resting import serve_resting_files
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
 from ._syncpool import SyncPool
@@ -697,10 +698,9 @@ async def open_runtime(
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)
-            for at, object_id in runtime.catalog.pending_alarms():
-                if object_id.cls in app.classes:
-                    runtime.alarms.set(object_id, at)
+            runtime.alarms.load()  # the next alarms due, not every pending one
             await nursery.start(runtime.alarms.serve)
+            await nursery.start(serve_resting_files, runtime)
             await nursery.start(runtime.deadlines.serve)
             try:
                 yield runtime
