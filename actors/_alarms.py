@@ -57,9 +57,9 @@ class AlarmRefused(Exception):
 
 
 class AlarmScheduler:
-    def __init__(self, runtime: Runtime, *, window: int = ALARM_WINDOW) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._window = window
+        self._window = ALARM_WINDOW
         self._heap: list[tuple[float, str]] = []
         #: hex -> (epoch time, object id, retries so far, whether the catalog holds it)
         self._due: dict[str, tuple[float, ObjectId, int, bool]] = {}
