@@ -69,7 +69,9 @@ class Catalog:
             self._conn.execute(f"PRAGMA {pragma}").fetchall()
         self._conn.execute(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_xinfo(objects)")}
-        if "sort_name" not in columns:
+        #: the catalog is new, or was made by a version before this column (and the staging marker)
+        self.upgraded = "sort_name" not in columns
+        if self.upgraded:
             self._conn.execute(
                 "ALTER TABLE objects ADD COLUMN sort_name TEXT AS (coalesce(name, '')) VIRTUAL"
             )

@@ -35,7 +35,7 @@ from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._lifecycle import ActivationState
-from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_staged_files
+from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_unfinished_transfers
 from ._object import DurableObject, Stub
 from ._resting import serve_resting_files
 from ._settings import Durability, Settings
@@ -694,7 +694,8 @@ async def open_runtime(
         io_in_threads=io_in_threads,
     )
     try:
-        remove_staged_files(runtime.data_dir / "objects")  # transfers that did not finish
+        # transfers that did not finish (only when one may have: listing a million files takes a second)
+        remove_unfinished_transfers(runtime.data_dir, older_folder=runtime.catalog.upgraded)
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)

@@ -9,7 +9,11 @@ Run from the repository root (pytest does not collect it)::
   then each object is activated by one ``increment`` call (a cold activation that opens the file,
   reads it and commits through the WAL) and kept live (idle timeout 1 hour); ``VmRSS`` again. The
   row is the difference divided by ``N``: what a live object with one key costs, the runtime's
-  bookkeeping included.
+  bookkeeping included. Then, after ``2 * FILE_REST_SECONDS`` without calls (the objects stay live
+  but their files close), ``VmRSS`` once more: ``rss_kib_per_resting_object`` (memory SQLite freed
+  stays in glibc's arenas, for the next files opened, so this is the high-water mark); and the same
+  difference with ``malloc_trim(0)`` called before both readings (``..._trimmed``: what the resting
+  objects themselves hold).
 - ``disk``: one counter written once, the runtime closed cleanly; the bytes its file and any
   ``-wal`` use on disk (``st_blocks * 512``, what ``du`` counts), and the file's size.
 - ``wal``: ``N`` counters written twice each (the second commit goes through the WAL), under
@@ -22,6 +26,7 @@ Each repeat uses a fresh data folder under /tmp.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -34,6 +39,11 @@ from typing import Any
 import trio
 
 from actors import App, DurableObject, Settings, open_runtime
+
+try:
+    from actors._resting import FILE_REST_SECONDS
+except ImportError:  # the tree before resting objects
+    FILE_REST_SECONDS = 2.0
 
 MODULE = "tests.benchmarks.bench_footprint"
 
@@ -74,11 +84,25 @@ async def rss_once(n: int) -> dict[str, float]:
             await _touch_all(runtime, n)
         async with open_runtime(APP, folder, settings=settings) as runtime:
             await _touch_all(runtime, 64)  # warm the code paths before the baseline
-            before = rss_kib()
+            await trio.sleep(FILE_REST_SECONDS * 2)
+            before, trimmed_before = rss_kib(), _trimmed_rss_kib()
             await _touch_all(runtime, n)
             after = rss_kib()
+            await trio.sleep(FILE_REST_SECONDS * 2)  # the files of resting objects close
+            rested, trimmed = rss_kib(), _trimmed_rss_kib()
             live = runtime.statistics().live_objects
-    return {"rss_kib_per_live_object": (after - before) / (live - 64), "live": live}
+    return {
+        "rss_kib_per_live_object": (after - before) / (live - 64),
+        "rss_kib_per_resting_object": (rested - before) / (live - 64),
+        "rss_kib_per_resting_object_trimmed": (trimmed - trimmed_before) / (live - 64),
+        "live": live,
+    }
+
+
+def _trimmed_rss_kib() -> int:
+    """VmRSS after ``malloc_trim(0)``: glibc returns freed memory to the system."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_kib()
 
 
 async def disk_once() -> dict[str, float]:

@@ -5,8 +5,8 @@ Run from the repository root (pytest does not collect it), on a folder ``make_ob
     .venv/bin/python -m tests.benchmarks.make_objects /tmp/million --objects 1000000
     .venv/bin/python -m tests.benchmarks.bench_million /tmp/million [--repeat 3] [--pages 20]
 
-Each repeat starts ``actors serve --app tests.benchmarks.make_objects:APP`` (a real process on
-127.0.0.1, default settings) and times from the process start to the first ``200`` of ``/readyz``
+Each repeat starts ``actors serve --data-dir FOLDER`` (a real process on 127.0.0.1, default settings;
+the objects are the built-in ``Counter``) and times from the process start to the first ``200`` of ``/readyz``
 (polled every 2 ms; the Python interpreter's own start-up and imports included), reads the node's
 ``VmRSS`` then, times ``--pages`` pages of ``GET /v1/objects?limit=100`` followed by cursor from the
 start, the same from a cursor in the middle of the class (``c0500000``), and one page with a
@@ -69,7 +69,7 @@ def once(folder: Path, pages: int) -> dict[str, float]:
     started = time.perf_counter()
     node = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(folder), "--port", str(PORT),
-         "--app", "tests.benchmarks.make_objects:APP", "--log-level", "warning"],
+         "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -4,8 +4,9 @@ Run from the repository root (pytest does not collect it)::
 
     .venv/bin/python -m tests.benchmarks.make_objects FOLDER [--objects 1000000] [--alarms N] [--no-files]
 
-Each object is a ``Counter`` (``APP`` here, so ``actors serve --app tests.benchmarks.make_objects:APP``
-serves them) named ``c0000000``, ``c0000001``, ... holding one key (``value`` = 1). Its file is what
+Each object is a ``Counter`` named ``c0000000``, ``c0000001``, ... holding one key (``value`` = 1): the
+node's built-in ``Counter`` (``server/rooms``) keeps exactly that, so ``actors serve --data-dir FOLDER``
+serves them as they are; ``APP`` here has a ``Counter`` of the same shape for in-process use. Its file is what
 the runtime makes for a new object: the in-memory template with its ``_actors_meta`` rows and its key,
 written as ``objects/Counter/<h0h1>/<hex>.sqlite3`` in WAL format (no fsync: this is test data). The
 first ``--alarms`` objects (default: all) get an alarm between one and two years ahead, in the file and
