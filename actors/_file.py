@@ -139,6 +139,8 @@ class ObjectFile:
         self.unopened = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
+        #: ``_wal_synced`` when ``release()`` closed the file (None: not released since)
+        self._released_wal_synced: bool | None = None
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
         #: the runtime's folders known to exist with a durable entry (shared by its files; see
@@ -161,7 +163,10 @@ class ObjectFile:
         # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
         # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-        self._wal_synced = os.path.exists(f"{self.path}-wal")
+        # A WAL this object made before ``release()`` may have an entry not yet fsynced: trust that
+        # run's knowledge rather than the file's existence.
+        known, self._released_wal_synced = self._released_wal_synced, None
+        self._wal_synced = os.path.exists(f"{self.path}-wal") and known is not False
         # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
         # journal_mode=WAL is persistent in the file's header, so only a new file needs it (it costs
         # a read of the header, a good part of a cold activation). None is cached: each runs once.
@@ -222,6 +227,7 @@ class ObjectFile:
         self._use(None)
         conn.close()
         self.unopened = self.has_schema
+        self._released_wal_synced = self._wal_synced
         return True
 
     def _use(self, conn: apsw.Connection | None) -> None:
