@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS objects (
     alarm REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_alarm ON objects (alarm) WHERE alarm IS NOT NULL;
+CREATE TABLE IF NOT EXISTS node_state (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 """
 # The listing's order, as an index on a generated column (a row-value seek needs a column: with the
 # expression itself SQLite seeks on the class alone and walks the class up to the cursor). A page of
@@ -229,6 +230,19 @@ class Catalog:
         with self._lock:
             row: Any = self._conn.execute("SELECT count(*) FROM objects").fetchone()
         return int(row[0])
+
+    def begin_run(self) -> bool:
+        """Mark the data folder in use (durably); True if the run before did not reach ``end_run``
+        (it crashed; see ``_leftovers.py``)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM node_state WHERE key = 'running'").fetchone()
+            self._conn.execute("INSERT OR REPLACE INTO node_state VALUES ('running', 1)")
+        return row is not None
+
+    def end_run(self) -> None:
+        """The run ended cleanly: every object file is self-contained (durable when this returns)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM node_state WHERE key = 'running'")
 
     def close(self) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ from ._clock import EpochClock
 from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
+from ._leftovers import Leftovers
 from ._lifecycle import ActivationState
 from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_unfinished_transfers
 from ._object import DurableObject, Stub
@@ -696,6 +697,8 @@ async def open_runtime(
     try:
         # transfers that did not finish (only when one may have: listing a million files takes a second)
         remove_unfinished_transfers(runtime.data_dir, older_folder=runtime.catalog.upgraded)
+        crashed = runtime.catalog.begin_run() or runtime.catalog.upgraded
+        leftovers = Leftovers(runtime.data_dir / "objects", in_thread=io_in_threads) if crashed else None
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)
@@ -703,12 +706,18 @@ async def open_runtime(
             await nursery.start(runtime.alarms.serve)
             await nursery.start(serve_resting_files, runtime)
             await nursery.start(runtime.deadlines.serve)
+            if leftovers is not None:
+                await nursery.start(leftovers.find)
             try:
                 yield runtime
             finally:
                 if not runtime.closing_abruptly:
                     with trio.CancelScope(shield=True):
                         await runtime._drain()
+                        if not runtime.closing_abruptly:
+                            if leftovers is not None:
+                                await leftovers.fold()
+                            runtime.catalog.end_run()
                 nursery.cancel_scope.cancel()
     finally:
         runtime.sync_pool.close()

@@ -135,3 +135,29 @@ async def test_a_resting_object_stays_live_with_its_state(tmp_path, autojump_clo
         assert Counter.starts == 1
         await t.restart(crash=True)
         assert await counter.increment() == 4
+
+
+async def test_wal_files_a_crash_left_are_folded_in_by_the_next_clean_shutdown(tmp_path, autojump_clock):
+    async with open_test_runtime(APP, tmp_path) as t:
+        for i in range(5):
+            await t.get(Counter, f"c{i}").increment()
+            await t.get(Counter, f"c{i}").increment()  # opens the file: a WAL with this commit
+        await t.restart(crash=True)  # the five files keep their WALs
+        assert len(files_named(tmp_path / "objects", "-wal")) == 5
+        assert await t.get(Counter, "c0").increment() == 3  # one is used again (and evicted at close)
+    assert files_named(tmp_path / "objects", "-wal") == []
+    async with open_test_runtime(APP, tmp_path) as t:
+        for i in range(5):
+            assert await t.get(Counter, f"c{i}").increment() == (4 if i == 0 else 3)
+
+
+async def test_wal_files_a_crash_left_are_folded_in_with_threads(tmp_path):
+    async with open_runtime(APP, tmp_path, settings=Settings()) as runtime:
+        for i in range(5):
+            for _ in range(2):
+                await runtime.get("Counter", f"c{i}").increment()
+        runtime.crash()
+    assert len(files_named(tmp_path / "objects", "-wal")) == 5
+    async with open_runtime(APP, tmp_path) as runtime:
+        assert await runtime.get("Counter", "c1").increment() == 3
+    assert files_named(tmp_path / "objects", "-wal") == []
