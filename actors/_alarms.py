@@ -18,7 +18,7 @@ Guarantees
   the object is discarded here (moved away) it is dropped.
 
 Mechanism: a heap of (time, id) with lazy deletion; ``_due`` holds the live entry per object. Only the
-next alarms due are in memory: ``_load`` reads the next ``ALARM_WINDOW`` from the catalog's alarm index,
+next alarms due are in memory: ``load`` reads the next ``ALARM_WINDOW`` from the catalog's alarm index,
 in (time, id) order after ``_horizon``, and moves the horizon to the last one read. Every catalog alarm
 up to the horizon is in memory (``set`` adds one set that early, and forgets one moved past it: the
 catalog holds it, and a later load brings it back); retries and refused alarms live only in memory, so
@@ -105,7 +105,10 @@ class AlarmScheduler:
         heapq.heapify(self._heap)
 
     def load(self) -> None:
-        """Read the next window of alarms from the catalog (on the trio thread: one indexed read)."""
+        """Read the next window of alarms from the catalog (on the trio thread: one indexed read).
+
+        TODO(perf): it waits for the catalog's lock, which a commit thread holds through an fsync;
+        a load every ``ALARM_WINDOW`` alarms makes that rare."""
         horizon = self._horizon
         if horizon is None:
             return

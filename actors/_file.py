@@ -62,6 +62,7 @@ INSERT OR REPLACE INTO _actors_meta VALUES ('schema_version', {SCHEMA_VERSION});
 #: appended to user SQL (a comment, so it changes nothing but the statement cache's key)
 _USER_SQL_MARK = "\n/*actors:user*/"
 
+
 class ObjectFile:
     """The SQLite database of one activation (see the module docstring for the guarantees)."""
 
