@@ -243,6 +243,19 @@ class Activation:
     def is_idle(self) -> bool:
         return not self.queue and not self._running and self.state is ActivationState.ACTIVE
 
+    @property
+    def resting(self) -> bool:
+        """The worker waits for work with nothing queued, running, uncommitted or being fsynced: its
+        file may be closed (``ObjectFile.release``) until the next turn opens it again."""
+        return (
+            self._wakeup is not None
+            and self.state is ActivationState.ACTIVE
+            and not self.queue
+            and not self._running
+            and not self._syncer_running
+            and not self.file.has_writes()
+        )
+
     def statistics(self) -> ActivationStatistics:
         return ActivationStatistics(
             queued=len(self.queue),
@@ -630,8 +643,9 @@ class Activation:
             self._fail_queue(lambda: ObjectReset(f"{self.id} was reset; this call never ran"))
         else:
             self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
-        # A shutdown or a move leaves one self-contained file (no -wal); idle eviction does not pay it.
-        checkpoint = reason in ("shutdown", "moved")
+        # Every eviction leaves one self-contained file (no -wal), in a worker thread: a checkpoint
+        # of the few frames a small object's WAL holds, or nothing for an empty one.
+        checkpoint = True
         try:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):

@@ -17,14 +17,21 @@ Guarantees
   is tried again after ``ALARM_REFUSED_RETRY_SECONDS``, for as long as this node holds the object; once
   the object is discarded here (moved away) it is dropped.
 
-Mechanism: a heap of (time, id) with lazy deletion; ``_due`` holds the live entry per object. One task
-sleeps until the earliest entry (in trio time, so MockClock drives it) and starts each due alarm as its
-own task, at most ``ALARM_CONCURRENCY`` at once.
+Mechanism: a heap of (time, id) with lazy deletion; ``_due`` holds the live entry per object. Only the
+next alarms due are in memory: ``load`` reads the next ``ALARM_WINDOW`` from the catalog's alarm index,
+in (time, id) order after ``_horizon``, and moves the horizon to the last one read. Every catalog alarm
+up to the horizon is in memory (``set`` adds one set that early, and forgets one moved past it: the
+catalog holds it, and a later load brings it back); retries and refused alarms live only in memory, so
+they are kept whatever their time. When no loaded alarm is left before the horizon, the next window is
+read. So a million pending alarms cost start-up one indexed read of a thousand rows, and memory only for
+those. One task sleeps until the earliest entry (in trio time, so MockClock drives it) and starts each
+due alarm as its own task, at most ``ALARM_CONCURRENCY`` at once.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -41,6 +48,8 @@ ALARM_MAX_RETRIES: Final = 6
 ALARM_REFUSED_RETRY_SECONDS: Final = 1.0
 #: alarms running at once (after a restart thousands may be due together)
 ALARM_CONCURRENCY: Final = 64
+#: alarms read from the catalog at once: the next ones due (more are read as they fire)
+ALARM_WINDOW: Final = 1024
 
 
 class AlarmRefused(Exception):
@@ -50,27 +59,73 @@ class AlarmRefused(Exception):
 class AlarmScheduler:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self._window = ALARM_WINDOW
         self._heap: list[tuple[float, str]] = []
-        #: hex -> (epoch time, object id, retries so far)
-        self._due: dict[str, tuple[float, ObjectId, int]] = {}
+        #: hex -> (epoch time, object id, retries so far, whether the catalog holds it)
+        self._due: dict[str, tuple[float, ObjectId, int, bool]] = {}
+        #: every catalog alarm up to this (time, hex) is in ``_due``; None: every one is
+        self._horizon: tuple[float, str] | None = (-math.inf, "")
         self._changed = trio.Event()
         self._limiter = trio.CapacityLimiter(ALARM_CONCURRENCY)
 
     def __len__(self) -> int:
+        """Alarms in memory: the next ones due (at most ``ALARM_WINDOW`` and the retries)."""
         return len(self._due)
 
-    def set(self, object_id: ObjectId, at: float | None, *, retries: int = 0) -> None:
-        """Track ``object_id``'s alarm at epoch ``at`` (None: no alarm)."""
-        if at is None:
-            self._due.pop(object_id.hex, None)
+    def set(
+        self, object_id: ObjectId, at: float | None, *, retries: int = 0, stored: bool = True
+    ) -> None:
+        """Track ``object_id``'s alarm at epoch ``at`` (None: no alarm).
+
+        ``stored``: the catalog holds this alarm, so one past the loaded window is left to a later
+        load; otherwise (a retry, a refused alarm) it is kept in memory whatever its time.
+        """
+        hex_id = object_id.hex
+        horizon = self._horizon
+        if at is None or (stored and horizon is not None and (at, hex_id) > horizon):
+            self._due.pop(hex_id, None)
             return
-        self._due[object_id.hex] = (at, object_id, retries)
-        heapq.heappush(self._heap, (at, object_id.hex))
-        if self._heap[0][1] == object_id.hex:
+        self._due[hex_id] = (at, object_id, retries, stored)
+        heapq.heappush(self._heap, (at, hex_id))
+        if self._heap[0][1] == hex_id:
             self._changed.set()
+        if len(self._due) > 2 * self._window:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Keep the next ``window`` stored alarms (and every unstored one); the catalog has the rest."""
+        stored = heapq.nsmallest(
+            self._window, ((e[0], h) for h, e in self._due.items() if e[3])
+        )
+        if len(stored) < self._window:
+            return
+        self._horizon = horizon = stored[-1]
+        self._due = {h: e for h, e in self._due.items() if not e[3] or (e[0], h) <= horizon}
+        self._heap = [(e[0], h) for h, e in self._due.items()]
+        heapq.heapify(self._heap)
+
+    def load(self) -> None:
+        """Read the next window of alarms from the catalog (on the trio thread: one indexed read).
+
+        TODO(perf): it waits for the catalog's lock, which a commit thread holds through an fsync;
+        a load every ``ALARM_WINDOW`` alarms makes that rare."""
+        horizon = self._horizon
+        if horizon is None:
+            return
+        classes = self._runtime.app.classes
+        rows = self._runtime.catalog.next_alarms(horizon, self._window)
+        for at, object_id in rows:
+            if object_id.cls in classes and object_id.hex not in self._due:
+                self._due[object_id.hex] = (at, object_id, 0, True)
+                heapq.heappush(self._heap, (at, object_id.hex))
+        self._horizon = (rows[-1][0], rows[-1][1].hex) if len(rows) >= self._window else None
+
+    def _needs_load(self) -> bool:
+        horizon = self._horizon
+        return horizon is not None and (not self._heap or self._heap[0] > horizon)
 
     def pending(self) -> dict[str, float]:
-        """hex id -> epoch seconds of every alarm the scheduler will fire."""
+        """hex id -> epoch seconds of every alarm in memory (all of them, up to ``ALARM_WINDOW``)."""
         return {hex_id: entry[0] for hex_id, entry in self._due.items()}
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,6 +135,9 @@ class AlarmScheduler:
             task_status.started()
             while True:
                 self._drop_stale()
+                if self._needs_load():
+                    self.load()
+                    continue
                 self._changed = trio.Event()
                 if not self._heap:
                     await self._changed.wait()
@@ -109,9 +167,11 @@ class AlarmScheduler:
 
     async def fire_all_now(self) -> None:
         """Run every pending alarm now, one after another, regardless of its time (for tests)."""
+        while self._horizon is not None:
+            self.load()
         entries = list(self._due.values())
         self._due.clear()
-        for _, object_id, retries in entries:
+        for _, object_id, retries, _ in entries:
             await self._fire(object_id, retries, force=True)
 
     async def _fire(self, object_id: ObjectId, retries: int, *, force: bool = False) -> None:
@@ -123,12 +183,13 @@ class AlarmScheduler:
                 # Not an attempt. Kept while this node still holds the object (a newer alarm set
                 # meanwhile wins); an object discarded since has moved, and its alarm with it.
                 if object_id.hex not in self._due and runtime.catalog.get(object_id.hex) is not None:
-                    self.set(object_id, runtime.clock.now() + ALARM_REFUSED_RETRY_SECONDS, retries=retries)
+                    at = runtime.clock.now() + ALARM_REFUSED_RETRY_SECONDS
+                    self.set(object_id, at, retries=retries, stored=False)
             except ActorError as exc:
                 if retries < ALARM_MAX_RETRIES:
                     delay = ALARM_RETRY_START_SECONDS * 2**retries
                     if object_id.hex not in self._due:  # a newer alarm set meanwhile wins
-                        self.set(object_id, runtime.clock.now() + delay, retries=retries + 1)
+                        self.set(object_id, runtime.clock.now() + delay, retries=retries + 1, stored=False)
                     runtime.hooks.alarm_finished(object_id.cls, "retry")
                 else:
                     runtime.hooks.alarm_finished(object_id.cls, "failed")

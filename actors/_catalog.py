@@ -31,8 +31,17 @@ CREATE TABLE IF NOT EXISTS objects (
     created REAL NOT NULL,
     alarm REAL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS objects_by_name ON objects (class, name);
 CREATE INDEX IF NOT EXISTS objects_by_alarm ON objects (alarm) WHERE alarm IS NOT NULL;
+CREATE TABLE IF NOT EXISTS node_state (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+"""
+# The listing's order, as an index on a generated column (a row-value seek needs a column: with the
+# expression itself SQLite seeks on the class alone and walks the class up to the cursor). A page of
+# ``list`` reads only its rows; without it SQLite sorted every entry for every page. An older catalog
+# gets the column and index on first open (seconds at a million entries, once); the index replaces
+# ``objects_by_name`` (class, name), which no query used since the order became (class, name or "", id).
+_LISTING_INDEX = """
+CREATE INDEX IF NOT EXISTS objects_by_key ON objects (class, sort_name, id);
+DROP INDEX IF EXISTS objects_by_name;
 """
 
 
@@ -60,6 +69,14 @@ class Catalog:
         for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=5000"):
             self._conn.execute(f"PRAGMA {pragma}").fetchall()
         self._conn.execute(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_xinfo(objects)")}
+        #: the catalog is new, or was made by a version before this column (and the staging marker)
+        self.upgraded = "sort_name" not in columns
+        if self.upgraded:
+            self._conn.execute(
+                "ALTER TABLE objects ADD COLUMN sort_name TEXT AS (coalesce(name, '')) VIRTUAL"
+            )
+        self._conn.execute(_LISTING_INDEX)
 
     def record(self, object_id: ObjectId, alarm: float | None, now: float) -> None:
         """Insert or update an object's entry with its alarm (durable when this returns).
@@ -155,10 +172,13 @@ class Catalog:
             ).fetchone()
         return None if row is None else _entry(row)
 
-    def pending_alarms(self) -> list[tuple[float, ObjectId]]:
+    def next_alarms(self, after: tuple[float, str], limit: int) -> list[tuple[float, ObjectId]]:
+        """Up to ``limit`` pending alarms in (time, id) order after ``after`` (from the alarm index)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT alarm, id, class, name FROM objects WHERE alarm IS NOT NULL"
+                "SELECT alarm, id, class, name FROM objects WHERE alarm IS NOT NULL "
+                "AND (alarm, id) > (?, ?) ORDER BY alarm, id LIMIT ?",
+                (*after, limit),
             ).fetchall()
         return [(float(at), ObjectId(str(cls), name, str(hex_id))) for at, hex_id, cls, name in rows]  # type: ignore[arg-type]
 
@@ -180,17 +200,22 @@ class Catalog:
             clauses.append("class = ?")
             params.append(cls)
         if prefix:
-            clauses.append("substr(coalesce(name, ''), 1, ?) = ?")
-            params += [len(prefix), prefix]
+            # A range of the index (names with the prefix sort from it to its successor), checked too.
+            clauses.append("sort_name >= ? AND substr(sort_name, 1, ?) = ?")
+            params += [prefix, len(prefix), prefix]
+            successor = _successor(prefix)
+            if successor is not None:
+                clauses.append("sort_name < ?")
+                params.append(successor)
         if after is not None:
-            clauses.append("(class, coalesce(name, ''), id) > (?, ?, ?)")
+            clauses.append("(class, sort_name, id) > (?, ?, ?)")
             params += list(after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT id, class, name, created, alarm FROM objects {where} "
-                "ORDER BY class, coalesce(name, ''), id LIMIT ?",
+                "ORDER BY class, sort_name, id LIMIT ?",
                 params,
             ).fetchall()
         return [_entry(row) for row in rows]  # type: ignore[arg-type]
@@ -206,6 +231,19 @@ class Catalog:
             row: Any = self._conn.execute("SELECT count(*) FROM objects").fetchone()
         return int(row[0])
 
+    def begin_run(self) -> bool:
+        """Mark the data folder in use (durably); True if the run before did not reach ``end_run``
+        (it crashed; see ``_leftovers.py``)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM node_state WHERE key = 'running'").fetchone()
+            self._conn.execute("INSERT OR REPLACE INTO node_state VALUES ('running', 1)")
+        return row is not None
+
+    def end_run(self) -> None:
+        """The run ended cleanly: every object file is self-contained (durable when this returns)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM node_state WHERE key = 'running'")
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -214,3 +252,16 @@ class Catalog:
 def _entry(row: tuple[str, str, str | None, float, float | None]) -> CatalogEntry:
     hex_id, cls, name, created, alarm = row
     return CatalogEntry(ObjectId(cls, name, hex_id), float(created), alarm)
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (None: there is none).
+
+    SQLite compares text as UTF-8 bytes, the same order as code points."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = last + 1 if not 0xD800 <= last + 1 <= 0xDFFF else 0xE000
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]
+    return None

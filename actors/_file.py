@@ -7,10 +7,13 @@ Guarantees
   each reentrant call and each ``storage.transaction()`` block is a savepoint inside it, opened lazily on
   its first write, so a failing turn rolls back exactly its own writes.
 - The connection runs in WAL mode with ``locking_mode=EXCLUSIVE``: no ``-shm`` file, and no other process
-  can open the database while this activation owns it (a second server on the same data folder fails
-  loudly instead of corrupting state).
+  can open the database while this activation holds it open (a second server on the same data folder
+  fails loudly instead of corrupting state). The lock goes with the connection: a resting object's
+  file (``release()``, ``_resting.py``) is not locked until its next turn opens it.
+- An object that is not live is one self-contained file: eviction closes with a checkpoint, which
+  folds the WAL in and deletes it. New files use ``PAGE_SIZE`` (1 KiB) pages; older files keep theirs.
 - The runtime's tables are named ``_actors_*``. User SQL runs under an authorizer that refuses them, and
-  refuses transaction control, ATTACH and unsafe PRAGMAs.
+  refuses transaction control, ATTACH and unsafe PRAGMAs (``_authorizer.py``).
 
 Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
 savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
@@ -32,11 +35,17 @@ from typing import Any
 
 import apsw
 
+from ._authorizer import refusal, user_schema_objects
 from ._ids import ObjectId
 from .errors import SqlNotAllowed
 
 SCHEMA_VERSION = 1
-INTERNAL_PREFIX = "_actors_"
+#: page size of new files: a small object's four pages (schema, meta, key-value, alarm) take 4 KiB on
+#: disk instead of 16 KiB; files made with 4 KiB pages before keep theirs (it is in the header)
+PAGE_SIZE = 1024
+#: the page cache of one file, in KiB (negative: SQLite's unit for a size in KiB); SQLite's default is
+#: 2 MiB per connection, allocated as pages are read, so a few big objects could hold gigabytes
+CACHE_SIZE = -256
 
 # Savepoint statements by depth, made once (a turn opens and releases one; nesting is shallow).
 _SAVEPOINT = tuple(f"SAVEPOINT s{depth}" for depth in range(32))
@@ -50,40 +59,8 @@ CREATE TABLE IF NOT EXISTS _actors_alarm (slot INTEGER PRIMARY KEY CHECK (slot =
 INSERT OR REPLACE INTO _actors_meta VALUES ('schema_version', {SCHEMA_VERSION});
 """
 
-# PRAGMAs user SQL may run: read-only introspection, checks, and user_version for the user's own
-# migrations (Cloudflare forbids it; ANCHORS.md §4.I lists that as a user complaint).
-_ALLOWED_PRAGMAS = frozenset(
-    {
-        "user_version", "table_info", "table_xinfo", "table_list", "index_list", "index_info",
-        "index_xinfo", "foreign_key_list", "foreign_key_check", "defer_foreign_keys",
-        "integrity_check", "quick_check", "optimize", "page_count", "page_size", "freelist_count",
-        "data_version", "collation_list", "function_list", "compile_options",
-    }
-)  # fmt: skip
-
-_TABLE_ACTIONS = frozenset(
-    {
-        apsw.SQLITE_READ, apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
-        apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE,
-        apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_DROP_TEMP_TABLE, apsw.SQLITE_ANALYZE,
-        apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE,
-    }
-)  # fmt: skip
-# Actions whose second argument is the table (for ALTER TABLE the first is the schema, "main").
-_ON_TABLE_ACTIONS = frozenset(
-    {
-        apsw.SQLITE_ALTER_TABLE, apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
-        apsw.SQLITE_DROP_TRIGGER, apsw.SQLITE_CREATE_TEMP_INDEX, apsw.SQLITE_CREATE_TEMP_TRIGGER,
-    }
-)  # fmt: skip
-
 #: appended to user SQL (a comment, so it changes nothing but the statement cache's key)
 _USER_SQL_MARK = "\n/*actors:user*/"
-
-TRANSACTION_HINT = (
-    "transactions are managed by the runtime: a turn commits as one transaction; "
-    "use `with self.storage.transaction():` for an atomic part of a turn"
-)
 
 
 class ObjectFile:
@@ -133,6 +110,8 @@ class ObjectFile:
         self.unopened = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
+        #: ``_wal_synced`` when ``release()`` closed the file (None: not released since)
+        self._released_wal_synced: bool | None = None
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
         #: the runtime's folders known to exist with a durable entry (shared by its files; see
@@ -152,29 +131,35 @@ class ObjectFile:
     def _connect(self, *, new: bool = False) -> None:
         self.unopened = False
         conn = apsw.Connection(str(self.path))
-        # No checkpoint when an evicted object's connection closes: eviction costs no fsync, and the
-        # WAL file stays, so the next activation's first commit needs no fsync of the folder entry.
-        # SQLite applies the WAL when the file is next opened (by us or by the sqlite3 shell).
+        # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
+        # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-        self._wal_synced = os.path.exists(f"{self.path}-wal")
+        # A WAL this object made before ``release()`` may have an entry not yet fsynced: trust that
+        # run's knowledge rather than the file's existence.
+        known, self._released_wal_synced = self._released_wal_synced, None
+        self._wal_synced = os.path.exists(f"{self.path}-wal") and known is not False
         # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
         # journal_mode=WAL is persistent in the file's header, so only a new file needs it (it costs
-        # a read of the header, a good part of a cold activation).
-        pragmas = ["locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON"]
+        # a read of the header, a good part of a cold activation). None is cached: each runs once.
+        pragmas = [
+            "locking_mode=EXCLUSIVE", f"synchronous={self._synchronous}", "foreign_keys=ON",
+            f"cache_size={CACHE_SIZE}",
+        ]  # fmt: skip
         if new and self._defer_sync:
             # Switching a new file to WAL writes its header, with an fsync unless synchronous=OFF;
             # that fsync would block the event loop. sync() fsyncs the file before its first reply.
-            pragmas[1:1] = ["synchronous=OFF", "journal_mode=WAL"]
+            pragmas[1:1] = [f"page_size={PAGE_SIZE}", "synchronous=OFF", "journal_mode=WAL"]
             self._db_unsynced = True
         elif new:
-            pragmas.insert(1, "journal_mode=WAL")
+            pragmas[1:1] = [f"page_size={PAGE_SIZE}", "journal_mode=WAL"]
+        cursor = conn.cursor()
         for pragma in pragmas:
-            conn.execute(f"PRAGMA {pragma}").fetchall()
+            cursor.execute(f"PRAGMA {pragma}", can_cache=False).fetchall()
         conn.authorizer = self._authorize
         self._use(conn)
         self.has_schema = (
-            conn.execute(
-                "SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'"
+            cursor.execute(
+                "SELECT 1 FROM sqlite_schema WHERE name = '_actors_kv'", can_cache=False
             ).fetchone()
             is not None
         )
@@ -182,10 +167,13 @@ class ObjectFile:
     def close(self, *, checkpoint: bool = False) -> None:
         """Close the connection; pending writes are rolled back.
 
-        Without ``checkpoint`` (idle eviction) the WAL stays beside the file, which costs nothing now
-        and saves a folder fsync later. With it (shutdown) the WAL is folded into the file and deleted,
-        so a stopped node's folder holds one self-contained file per object.
+        With ``checkpoint`` (eviction, shutdown, a move; in a worker thread) the WAL is folded into
+        the file and deleted, so an object that is not live is one self-contained file; a file that
+        ``release()`` closed with a WAL beside it is opened for that. Without it (a crash) the WAL
+        stays, and SQLite applies it when the file is next opened (by us or by the sqlite3 shell).
         """
+        if checkpoint and self.unopened and os.path.exists(f"{self.path}-wal"):
+            self._connect()
         conn = self.conn
         self._use(None)
         self.unopened = False
@@ -195,6 +183,23 @@ class ObjectFile:
             conn.close()
         self.levels.clear()
         self.in_batch = False
+
+    def release(self) -> bool:
+        """Close the file of a live object at rest, keeping the object; True if it was open.
+
+        The next read or write opens it again (like a file ``materialize()`` made). No checkpoint, so
+        this is cheap enough for the event loop (the WAL, if any, stays until eviction folds it in).
+        An open SQLite connection costs about 80 KiB (the WAL index alone is 32 KiB in exclusive
+        mode), far more than the rest of a live object. Precondition: no batch, turn or sync running.
+        """
+        conn = self.conn
+        if conn is None or self.in_memory or self.levels or self.in_batch or conn.in_transaction:
+            return False
+        self._use(None)
+        conn.close()
+        self.unopened = self.has_schema
+        self._released_wal_synced = self._wal_synced
+        return True
 
     def _use(self, conn: apsw.Connection | None) -> None:
         self.conn = conn
@@ -473,7 +478,7 @@ class ObjectFile:
     ) -> int:
         if not self._user_sql:
             return apsw.SQLITE_OK
-        reason = _refusal(action, p1, p2)
+        reason = refusal(action, p1, p2)
         if reason is None:
             return apsw.SQLITE_OK
         self._denied = reason
@@ -488,6 +493,7 @@ def _empty_database() -> bytes:
     global _EMPTY_DATABASE
     if _EMPTY_DATABASE is None:
         conn = apsw.Connection(":memory:")
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute(_SCHEMA)
         _EMPTY_DATABASE = conn.serialize("main")
         conn.close()
@@ -520,47 +526,3 @@ def fsync_path(path: Path | str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _refusal(action: int, p1: str | None, p2: str | None) -> str | None:
-    if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
-        return TRANSACTION_HINT
-    if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
-        return "ATTACH and DETACH are not allowed: an object sees only its own database"
-    if action == apsw.SQLITE_PRAGMA:
-        if (p1 or "").lower() in _ALLOWED_PRAGMAS:
-            return None
-        return f"PRAGMA {p1} is not allowed in object SQL (it is managed by the runtime)"
-    table = p1 if action in _TABLE_ACTIONS else p2 if action in _ON_TABLE_ACTIONS else None
-    if table is not None and table.lower().startswith(INTERNAL_PREFIX):
-        return f"table {table} belongs to the runtime; use the key-value API instead"
-    return None
-
-
-def user_schema_objects(conn: apsw.Connection) -> list[tuple[str, str, str]]:
-    """(type, name, sql) of every schema object the user created."""
-    rows = conn.execute(
-        "SELECT type, name, coalesce(sql, '') FROM sqlite_schema "
-        "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_actors\\_%' ESCAPE '\\'"
-    ).fetchall()
-    return [(str(t), str(n), str(s)) for t, n, s in rows]
-
-
-def drop_user_schema(conn: apsw.Connection) -> None:
-    """Drop every table, view, trigger and index the user made (virtual tables first: they own shadows)."""
-    objects = user_schema_objects(conn)
-    # Parents may be dropped before their children: check foreign keys at COMMIT, when all are gone.
-    conn.execute("PRAGMA defer_foreign_keys = ON")
-    order: dict[str, int] = {"trigger": 0, "view": 1, "index": 2, "table": 3}
-    objects.sort(key=lambda o: (order.get(o[0], 9), not o[2].upper().startswith("CREATE VIRTUAL")))
-    for kind, name, _ in objects:
-        quoted = '"' + name.replace('"', '""') + '"'
-        if kind == "table" and not _exists(conn, name):
-            continue  # a shadow table dropped with its virtual table
-        if kind == "index" and not _exists(conn, name):
-            continue
-        conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
-
-
-def _exists(conn: apsw.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (name,)).fetchone() is not None

@@ -68,5 +68,5 @@ class RuntimeStatistics:
     commits_in_flight: int  # batches whose COMMIT is running now
     batches_committed: int  # since the runtime opened
     turns_committed: int  # since the runtime opened
-    pending_alarms: int  # alarms the scheduler knows of
+    pending_alarms: int  # alarms the scheduler holds in memory: the next ones due (ALARM_WINDOW), and retries
     open_sockets: int  # WebSockets held for objects (live or evicted)

@@ -84,12 +84,17 @@ from .errors import ActorError, InvalidArgument, UnknownClass
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["AdoptOutcome", "Arrival", "Gate", "Released", "remove_staged_files"]
+__all__ = [
+    "AdoptOutcome", "Arrival", "Gate", "Released", "remove_staged_files", "remove_unfinished_transfers"
+]
 
 log = logging.getLogger("actors")
 
 #: appended to an object's file name while its bytes arrive from another node
 STAGED_SUFFIX: Final = ".incoming"
+#: a file in the data folder, made durably before the first file of a run is staged: only while it
+#: exists does start-up list every object file to delete staged ones (a second at a million objects)
+STAGING_MARKER: Final = "staging.marker"
 #: files beside an object's database that belong to it (its WAL, the WAL's index, a rollback journal)
 _COMPANIONS: Final = ("-wal", "-shm", "-journal")
 
@@ -154,12 +159,19 @@ class Moves:
         self._runtime = runtime
         #: releases in progress, by hex id: a second release of one object waits for the first
         self._releasing: dict[str, trio.Lock] = {}
+        #: the staging marker was made in this run
+        self._marked = False
 
     def holds(self, object_id: ObjectId) -> bool:
         runtime = self._runtime
         return runtime.table.find(object_id) is not None or runtime.catalog.get(object_id.hex) is not None
 
     def staging_path(self, object_id: ObjectId) -> Path:
+        if not self._marked:
+            marker = self._runtime.data_dir / STAGING_MARKER
+            marker.touch()
+            fsync_path(marker.parent)  # before any staged file can exist
+            self._marked = True
         path = self._runtime.object_path(object_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         return _staged(path)
@@ -420,6 +432,17 @@ def _sync_filesystem(folder: Path) -> None:
             raise OSError(error, f"syncfs of {folder}: {os.strerror(error)}")
     finally:
         os.close(fd)
+
+
+def remove_unfinished_transfers(data_dir: Path, *, older_folder: bool) -> int:
+    """At start-up: delete staged files if a transfer may have been cut short (the staging marker
+    exists, or the folder comes from a version without the marker); returns how many were found."""
+    marker = data_dir / STAGING_MARKER
+    if not older_folder and not marker.exists():
+        return 0
+    removed = remove_staged_files(data_dir / "objects")
+    marker.unlink(missing_ok=True)  # if this is lost in a crash, the next start lists the files again
+    return removed
 
 
 def remove_staged_files(objects: Path) -> int:

@@ -34,9 +34,11 @@ from ._clock import EpochClock
 from ._deadlines import DeadlineWatch
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
+from ._leftovers import Leftovers
 from ._lifecycle import ActivationState
-from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_staged_files
+from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_unfinished_transfers
 from ._object import DurableObject, Stub
+from ._resting import serve_resting_files
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
 from ._syncpool import SyncPool
@@ -693,21 +695,29 @@ async def open_runtime(
         io_in_threads=io_in_threads,
     )
     try:
-        remove_staged_files(runtime.data_dir / "objects")  # transfers that did not finish
+        # transfers that did not finish (only when one may have: listing a million files takes a second)
+        remove_unfinished_transfers(runtime.data_dir, older_folder=runtime.catalog.upgraded)
+        crashed = runtime.catalog.begin_run() or runtime.catalog.upgraded
+        leftovers = Leftovers(runtime.data_dir / "objects", in_thread=io_in_threads) if crashed else None
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)
-            for at, object_id in runtime.catalog.pending_alarms():
-                if object_id.cls in app.classes:
-                    runtime.alarms.set(object_id, at)
+            runtime.alarms.load()  # the next alarms due, not every pending one
             await nursery.start(runtime.alarms.serve)
+            await nursery.start(serve_resting_files, runtime)
             await nursery.start(runtime.deadlines.serve)
+            if leftovers is not None:
+                await nursery.start(leftovers.find)
             try:
                 yield runtime
             finally:
                 if not runtime.closing_abruptly:
                     with trio.CancelScope(shield=True):
                         await runtime._drain()
+                        if not runtime.closing_abruptly:
+                            if leftovers is not None:
+                                await leftovers.fold()
+                            runtime.catalog.end_run()
                 nursery.cancel_scope.cancel()
     finally:
         runtime.sync_pool.close()

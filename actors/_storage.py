@@ -21,7 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _codec
-from ._file import ObjectFile, drop_user_schema
+from ._authorizer import drop_user_schema
+from ._file import ObjectFile
 from ._turn import current_turn
 from .errors import InvalidArgument, LimitExceeded
 from .limits import MAX_KEY_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES

@@ -151,7 +151,9 @@ class Metrics(Hooks):
             "actors_commits_in_flight", "Batches whose COMMIT is running now.", registry=r
         )
         self.pending_alarms = Gauge(
-            "actors_pending_alarms", "Alarms the scheduler is waiting for.", registry=r
+            "actors_pending_alarms",
+            "Alarms the scheduler holds in memory (the next ones due; later ones wait in the catalog).",
+            registry=r,
         )
         self.open_sockets = Gauge(
             "actors_open_sockets",

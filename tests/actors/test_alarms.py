@@ -196,3 +196,43 @@ async def test_the_catalog_lists_the_pending_alarm(tmp_path, autojump_clock):
         await t.advance(10)
         [entry] = t.runtime.list_objects(cls="Reminder")
         assert entry.alarm is None
+
+
+async def test_alarms_beyond_the_loaded_window_fire_in_order_when_due(tmp_path, autojump_clock, monkeypatch):
+    # Only the next ALARM_WINDOW alarms are held in memory; the rest stay in the catalog until the
+    # earlier ones have fired. A window of 3 makes 10 alarms span four windows.
+    monkeypatch.setattr("actors._alarms.ALARM_WINDOW", 3)
+    names = [f"r{i}" for i in range(10)]
+    order = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4]  # set in a scrambled order
+    async with open_test_runtime(APP, tmp_path) as t:
+        base = t.now()
+        for i in order[:5]:
+            await t.get(Reminder, names[i]).remind_at(base + 1000 + 10 * i)
+        await t.restart()  # loads the first window from the catalog
+        assert len(t.pending_alarms()) == 3
+        for i in order[5:]:  # set while running: before, inside and past the loaded window
+            await t.get(Reminder, names[i]).remind_at(base + 1000 + 10 * i)
+        assert len(t.pending_alarms()) <= 2 * 3
+        await t.advance(1000 + 10 * 9 + 1)
+        assert [name for name, _ in Reminder.fired] == names
+        due = [t.runtime.clock.to_trio(base + 1000 + 10 * i) for i in range(10)]
+        assert [at for _, at in Reminder.fired] == pytest.approx(due, abs=1e-6)  # on time, not later
+        assert t.pending_alarms() == {}
+
+
+async def test_many_alarms_set_while_running_are_left_to_the_catalog_and_fire_in_order(
+    tmp_path, autojump_clock, monkeypatch
+):
+    # Past twice the window, the scheduler keeps the next ALARM_WINDOW and forgets the rest (the
+    # catalog has them); they are read back as the earlier ones fire.
+    monkeypatch.setattr("actors._alarms.ALARM_WINDOW", 3)
+    names = [f"m{i}" for i in range(12)]
+    async with open_test_runtime(APP, tmp_path) as t:
+        base = t.now()
+        for i in reversed(range(12)):  # latest first: each new one is the earliest so far
+            await t.get(Reminder, names[i]).remind_at(base + 500 + 10 * i)
+            assert len(t.pending_alarms()) <= 2 * 3
+        await t.advance(500 + 10 * 11 + 1)
+        assert [name for name, _ in Reminder.fired] == names
+        due = [t.runtime.clock.to_trio(base + 500 + 10 * i) for i in range(12)]
+        assert [at for _, at in Reminder.fired] == pytest.approx(due, abs=1e-6)

@@ -310,7 +310,7 @@ async def test_release_leaves_one_self_contained_file_whose_size_and_sha256_it_r
             await runtime.call(box(name), "increment")
         await runtime.evict(box("idle"))
         idle = runtime.object_path(box("idle"))
-        assert f"{idle.name}-wal" in os.listdir(idle.parent)  # idle eviction keeps the WAL
+        assert os.listdir(idle.parent) == [idle.name]  # eviction folds the WAL into the file
         gate.refused.update({box("idle").hex, box("live").hex})
         for name in ("idle", "live"):
             released = await runtime.release(box(name))
@@ -452,8 +452,10 @@ async def test_staged_files_left_by_unfinished_transfers_are_deleted_when_the_ru
         runtime.staging_path(box("half")).write_bytes(b"half a file")
     staged = f"objects/Box/{box('half').hex[:2]}/{box('half').hex}.sqlite3.incoming"
     assert staged in files_under(tmp_path / "n1")
+    assert "staging.marker" in files_under(tmp_path / "n1")  # made before the first staged file
     async with node(tmp_path / "n1") as (runtime, _):
         assert [p for p in files_under(tmp_path / "n1") if p.endswith(".incoming")] == []
+        assert "staging.marker" not in files_under(tmp_path / "n1")  # the next start lists no file
         assert await runtime.call(box("kept"), "get") == 1
 
 
@@ -461,7 +463,7 @@ async def test_discard_deletes_the_files_the_catalog_entries_and_the_alarms_and_
     async with node(tmp_path / "n1") as (runtime, gate):
         for name in ("a", "b"):
             await runtime.call(box(name), "remind_in", [60.0])
-        await runtime.evict(box("a"))  # its -wal stays beside it
+        await runtime.evict(box("a"))
         with pytest.raises(RuntimeError, match=r"^discard\(Box/b\): it is live here"):
             await runtime.discard([box("b")])
         await runtime.evict(box("b"))

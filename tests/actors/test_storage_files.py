@@ -212,6 +212,17 @@ async def test_list_objects_lists_objects_with_storage_by_class_and_name_prefix(
         assert listed(t, cls="Nope") == []
 
 
+async def test_a_name_prefix_ending_in_the_last_code_point_still_finds_every_name_under_it(tmp_path):
+    # The prefix filter is an index range up to the prefix's successor; U+10FFFF has none.
+    names = ["z\U0010ffff", "z\U0010ffff\U0010ffffa", "z\U0010ffffb", "z\ud7ffq", "z\ue000", "{"]
+    async with open_test_runtime(APP, tmp_path) as t:
+        for name in names:
+            await t.get("Store", name).put("k", 1)
+        assert listed(t, prefix="z\U0010ffff") == [("Store", n) for n in sorted(names[:3])]
+        assert listed(t, prefix="z\ud7ff") == [("Store", "z\ud7ffq")]  # its successor skips surrogates
+        assert listed(t, prefix="z") == [("Store", n) for n in sorted(names[:5])]
+
+
 async def test_list_objects_entries_carry_the_id_the_creation_time_and_the_alarm(
     tmp_path, autojump_clock
 ):
