@@ -644,8 +644,9 @@ class Activation:
         else:
             self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
         # Every eviction leaves one self-contained file (no -wal), in a worker thread: a checkpoint
-        # of the few frames a small object's WAL holds, or nothing for an empty one.
-        checkpoint = True
+        # of the few frames a small object's WAL holds, or nothing for an empty one. Except a move:
+        # its file and WAL are read as one image and deleted once the new owner stored it (``_moves``).
+        checkpoint = reason != "moved"
         try:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):

@@ -13,9 +13,11 @@ Guarantees
   per batch. An alarm refused either way is not an attempt: it stays pending (``_alarms.py``).
 - **Release** (``Runtime.release``; the gate must refuse the object already): returns once the object
   is not live here, every running and queued turn finished and committed durably as in an eviction,
-  its sockets closed with the move's close code (their ``on_close`` does not run here), and its file
-  self-contained (``<hex>.sqlite3``, no ``-wal`` or ``-shm`` beside it), described by
-  :class:`Released`. The file does not change until ``discard`` (nothing can open it: the gate).
+  its sockets closed with the move's close code (their ``on_close`` does not run here), described by
+  :class:`Released`: the bytes of its database as one self-contained file (a small one, read through
+  SQLite with its WAL applied: no checkpoint, no fsync), or its file checkpointed (``<hex>.sqlite3``,
+  no ``-wal`` or ``-shm`` beside it). Its files do not change until ``discard`` (nothing can open
+  them: the gate); a WAL a release left is folded in at a clean shutdown if the object is still here.
 - **Adopt** (``Runtime.adopt``): an object is stored here only once ``adopt`` returned it
   ``"stored"``: its staged bytes matched the SHA-256, were fsynced, renamed to the real name, the
   folder entries fsynced, and its catalog entry (with its alarm) committed; then its alarm is
@@ -25,8 +27,9 @@ Guarantees
   objects when it returns: their catalog entries are gone durably, their alarms cancelled, their files
   deleted (the deletions are made durable by the filesystem's next flush, not waited for).
 
-Mechanism: release is an eviction with the reason ``moved`` (which checkpoints on close), then a
-checkpoint of a WAL an earlier idle eviction left, then a hash, in a worker thread. Adopt works in
+Mechanism: release is an eviction with the reason ``moved`` (which closes without a checkpoint),
+then, in a worker thread, either a read of the database as one image (``serialize``) and its hash, or
+for a big one a checkpoint and a hash of the file. Adopt works in
 three steps, each waiting for the last, all in one worker thread: every staged file is hashed and
 renamed to its real name; one *barrier* makes every file and folder entry of the batch durable; one
 catalog transaction records the batch. Until that transaction commits no file of the batch is held
@@ -79,6 +82,7 @@ import trio
 
 from ._file import fsync_path, move_legacy_file
 from ._ids import ObjectId
+from ._leftovers import fold_wal_files
 from .errors import ActorError, InvalidArgument, UnknownClass
 
 if TYPE_CHECKING:
@@ -122,13 +126,15 @@ class Gate(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """An object released by this node: its file, ready to be sent."""
+    """An object released by this node: its database as one file, ready to be sent."""
 
     object_id: ObjectId
-    path: Path  # self-contained (no -wal); unchanged until discard
-    size: int  # bytes
-    sha256_hex: str  # of the whole file
+    path: Path  # its file here; unchanged until discard (self-contained when ``data`` is None)
+    size: int  # bytes of the file to send
+    sha256_hex: str  # of the file to send
     alarm: float | None  # its pending alarm (epoch seconds), from the catalog
+    #: the file to send, when it is small (``release``'s ``inline_bytes``); else read it from ``path``
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,8 @@ class Moves:
         self._runtime = runtime
         #: releases in progress, by hex id: a second release of one object waits for the first
         self._releasing: dict[str, trio.Lock] = {}
+        #: released objects whose WAL was left beside their file (sent as an image)
+        self._unfolded: set[Path] = set()
         #: the staging marker was made in this run
         self._marked = False
 
@@ -178,27 +186,31 @@ class Moves:
 
     #### Release
 
-    async def release(self, object_id: ObjectId, close_code: int, reason: str) -> Released | None:
+    async def release(
+        self, object_id: ObjectId, close_code: int, reason: str, inline_bytes: int = 0
+    ) -> Released | None:
         gate = self._runtime.gate
         if gate is None or gate.may_activate(object_id) is None:
             raise RuntimeError(f"release({object_id}): the gate must refuse to activate it first")
         lock = self._releasing.setdefault(object_id.hex, trio.Lock())
         async with lock:
             try:
-                return await self._release(object_id, close_code, reason)
+                return await self._release(object_id, close_code, reason, inline_bytes)
             finally:
                 if not lock.statistics().tasks_waiting:
                     del self._releasing[object_id.hex]
 
-    async def _release(self, object_id: ObjectId, close_code: int, reason: str) -> Released | None:
+    async def _release(
+        self, object_id: ObjectId, close_code: int, reason: str, inline_bytes: int
+    ) -> Released | None:
         runtime = self._runtime
         while (activation := runtime.table.find(object_id)) is not None:
-            activation.request_eviction("moved")  # after its queued turns, like any eviction
+            activation.request_eviction("moved")  # after its queued turns; closed without a checkpoint
             await activation.evicted.wait()
         runtime.sockets.close_moved(object_id, close_code, reason)
         path = runtime.object_path(object_id)
         found = await self._off_loop(
-            functools.partial(_self_contained, path, runtime.legacy_object_path(object_id))
+            functools.partial(_contents, path, runtime.legacy_object_path(object_id), inline_bytes)
         )
         entry = runtime.catalog.get(object_id.hex)
         if found is None:
@@ -206,8 +218,10 @@ class Moves:
                 await self._off_loop(functools.partial(runtime.catalog.forget_all, [object_id.hex]))
                 runtime.alarms.set(object_id, None)
             return None
-        size, digest = found
-        return Released(object_id, path, size, digest, None if entry is None else entry.alarm)
+        size, digest, data = found
+        if data is not None:  # its WAL (if any) stays: folded at a clean shutdown unless discarded first
+            self._unfolded.add(path)
+        return Released(object_id, path, size, digest, None if entry is None else entry.alarm, data)
 
     #### Adopt
 
@@ -283,6 +297,7 @@ class Moves:
         paths: list[Path] = []
         for object_id in object_ids:
             paths.append(runtime.object_path(object_id))
+            self._unfolded.discard(paths[-1])
             legacy = runtime.legacy_object_path(object_id)
             if legacy is not None:
                 paths.append(legacy)
@@ -290,6 +305,12 @@ class Moves:
         # not hold it, so a file a crash brings back is harmless (see the crash points); only its
         # disk space waits for the next flush. (A barrier here cost a syncfs per batch moved.)
         await self._off_loop(functools.partial(_delete_files, paths))
+
+    async def fold_released(self) -> None:
+        """At a clean shutdown (nothing live): fold the WAL of each released object still here."""
+        paths, self._unfolded = sorted(self._unfolded), set()
+        if paths:
+            await self._off_loop(functools.partial(fold_wal_files, paths))
 
     #### Blocking work
 
@@ -342,17 +363,43 @@ def _staged(path: Path) -> Path:
     return path.with_name(path.name + STAGED_SUFFIX)
 
 
-def _self_contained(path: Path, legacy: Path | None) -> tuple[int, str] | None:
-    """Size and SHA-256 of the object's file once nothing else belongs to it (None: no file)."""
+def _contents(path: Path, legacy: Path | None, inline_bytes: int) -> tuple[int, str, bytes | None] | None:
+    """Size, SHA-256 and (up to ``inline_bytes``) the bytes of the object's database as one
+    self-contained file, or None when it has no file.
+
+    A small database is read as one image through SQLite (its WAL's frames applied), so it needs
+    neither a checkpoint nor an fsync here; the file and its WAL stay as they are until discarded. A
+    bigger one is checkpointed into its file (its WAL folded in and deleted), which is then sent from
+    disk in chunks.
+    """
     if legacy is not None and not path.exists() and legacy.exists():
         move_legacy_file(legacy, path)
     if not path.exists():
         return None
-    if any(os.path.exists(f"{path}{suffix}") for suffix in ("-wal", "-shm")):
+    wal = f"{path}-wal"
+    has_wal = os.path.exists(wal)
+    if has_wal and path.stat().st_size + os.path.getsize(wal) <= inline_bytes:
+        image = _image(path)
+        return len(image), hashlib.sha256(image).hexdigest(), image
+    if has_wal or os.path.exists(f"{path}-shm"):
         _checkpoint(path)
     with open(path, "rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-        return os.fstat(file.fileno()).st_size, digest
+        size = os.fstat(file.fileno()).st_size
+        if size <= inline_bytes:
+            data = file.read()
+            return len(data), hashlib.sha256(data).hexdigest(), data
+        return size, hashlib.file_digest(file, "sha256").hexdigest(), None
+
+
+def _image(path: Path) -> bytes:
+    """The database at ``path`` with its WAL applied, as the bytes of one file (WAL mode in its header)."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    try:
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)  # leave the file and its WAL as they are
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm
+        return bytes(conn.serialize("main") or b"")
+    finally:
+        conn.close()
 
 
 def _checkpoint(path: Path) -> None:

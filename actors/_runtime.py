@@ -479,17 +479,24 @@ class Runtime:
         return self._moves.holds(object_id)
 
     async def release(
-        self, object_id: ObjectId, *, close_code: int = 4012, reason: str = "object moved"
+        self,
+        object_id: ObjectId,
+        *,
+        close_code: int = 4012,
+        reason: str = "object moved",
+        inline_bytes: int = 0,
     ) -> Released | None:
-        """Let the object leave this node; returns its self-contained file, or None if it has no
-        storage here.
+        """Let the object leave this node; returns its database as one self-contained file, or None
+        if it has no storage here.
 
         Precondition: the gate refuses to activate it already (else RuntimeError). Returns once its
         running and queued turns committed durably, its sockets were closed with ``close_code`` and
-        ``reason`` (``on_close`` does not run here) and its file was closed and checkpointed (no
-        ``-wal``). Concurrent releases of one object get the same answer.
+        ``reason`` (``on_close`` does not run here) and it was closed. A database of at most
+        ``inline_bytes`` comes back as bytes (``Released.data``: read through SQLite with its WAL
+        applied, no checkpoint); a bigger one is checkpointed into its file (no ``-wal``), to be read
+        from ``Released.path``. Concurrent releases of one object get the same answer.
         """
-        return await self._moves.release(object_id, close_code, reason)
+        return await self._moves.release(object_id, close_code, reason, inline_bytes)
 
     def staging_path(self, object_id: ObjectId) -> Path:
         """Where to write the bytes of the object's file as they arrive (its folder is made)."""
@@ -717,6 +724,7 @@ async def open_runtime(
                         if not runtime.closing_abruptly:
                             if leftovers is not None:
                                 await leftovers.fold()
+                            await runtime._moves.fold_released()
                             runtime.catalog.end_run()
                 nursery.cancel_scope.cancel()
     finally:

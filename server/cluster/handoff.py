@@ -35,7 +35,6 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -345,12 +344,12 @@ class Mover:
                     sending.discard(item.hex)
                     return  # deleted since the scan
                 try:
-                    done = await runtime.release(object_id)
+                    done = await runtime.release(object_id, inline_bytes=self._chunk)
                     if done is None:
                         sending.discard(item.hex)  # no storage after all (never written): nothing to move
                         await self.outcome_known([item.hex])
                         return
-                    data = None if done.size > self._chunk else await _read(done.path)
+                    data = done.data  # a small file comes as bytes; a big one is sent in chunks
                 except BaseException:
                     sending.discard(item.hex)
                     raise
@@ -461,10 +460,6 @@ class Mover:
                 with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
                     await link.call("", "", ADOPT_CHUNK_OPERATION, (), kwargs)
                 offset += len(data)
-
-
-async def _read(path: Path) -> bytes:
-    return await trio.to_thread.run_sync(path.read_bytes)
 
 
 def _within(entries: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:

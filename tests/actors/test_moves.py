@@ -322,6 +322,40 @@ async def test_release_leaves_one_self_contained_file_whose_size_and_sha256_it_r
             assert sorted(os.listdir(released.path.parent)) == [released.path.name]
 
 
+async def test_a_small_object_is_released_as_one_image_and_its_files_stay_as_they_were(tmp_path):
+    """No checkpoint and no fsync on the old owner: the database is read with its WAL applied; its
+    file and WAL stay until discard, and a clean shutdown before that folds the WAL in."""
+    async with node(tmp_path / "n1", threads=True) as (n1, gate1), node(tmp_path / "n2") as (n2, _):
+        for _ in range(3):
+            await n1.call(box("b"), "increment")
+        await n1.call(box("b"), "note", ["k", "kept"])
+        path = n1.object_path(box("b"))
+        gate1.refused.add(box("b").hex)
+        released = await n1.release(box("b"), inline_bytes=1 << 20)
+        assert released is not None
+        assert released.data is not None
+        assert (released.size, released.sha256_hex) == (
+            len(released.data),
+            hashlib.sha256(released.data).hexdigest(),
+        )
+        assert sorted(os.listdir(path.parent)) == [path.name, f"{path.name}-wal"]  # untouched
+        assert path.read_bytes() != released.data  # the state is in the WAL still; the image has it
+        n2.staging_path(box("b")).write_bytes(released.data)
+        (outcome,) = await n2.adopt([Arrival(box("b"), released.sha256_hex, released.alarm)])
+        assert outcome.status == "stored"
+        assert await n2.call(box("b"), "get") == 3
+        assert (await n2.call(box("b"), "notes"))[1] == ["kept"]
+        assert await n1.release(box("b"), inline_bytes=1 << 20) == released  # the same image again
+    assert sorted(os.listdir(path.parent)) == [path.name]  # not discarded: folded at the shutdown
+    async with node(tmp_path / "n1") as (n1, gate1):
+        gate1.refused.add(box("b").hex)
+        again = await n1.release(box("b"), inline_bytes=1 << 20)
+        assert again is not None
+        assert again.data == path.read_bytes()  # one self-contained file now: the same state
+        await n1.discard([box("b")])
+        assert files_under(tmp_path / "n1" / "objects") == []
+
+
 async def test_release_reports_the_alarm_and_moves_a_file_of_the_older_layout(tmp_path):
     async with node(tmp_path / "n1") as (runtime, _):
         await runtime.call(box("old"), "remind_in", [60.0])
