@@ -83,6 +83,7 @@ import trio
 from ._file import fsync_path, move_legacy_file
 from ._ids import ObjectId
 from ._leftovers import fold_wal_files
+from ._rounds import Rounds
 from .errors import ActorError, InvalidArgument, UnknownClass
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ class Moves:
         self._releasing: dict[str, trio.Lock] = {}
         #: released objects whose WAL was left beside their file (sent as an image)
         self._unfolded: set[Path] = set()
+        self._arrival_rounds = Rounds(self._commit_round)
+        self._discard_rounds = Rounds(self._discard_round)
         #: the staging marker was made in this run
         self._marked = False
 
@@ -266,7 +269,12 @@ class Moves:
         return [results[i] for i in range(len(arrivals))]
 
     async def _commit_arrivals(self, arrivals: list[Arrival]) -> None:
-        """Make the placed files and their folder entries durable, then record them in the catalog."""
+        """Make the placed files and their folder entries durable, then record them in the catalog:
+        with the arrivals of the batches adopted meanwhile, in one round (one barrier, one catalog
+        transaction), as a node receives from several senders at once."""
+        await self._arrival_rounds.submit(arrivals)
+
+    async def _commit_round(self, arrivals: list[Arrival]) -> None:
         runtime, durable = self._runtime, self._runtime.durable_folders
         files = [runtime.object_path(arrival.object_id) for arrival in arrivals]
         folders = {path.parent for path in files}
@@ -291,6 +299,10 @@ class Moves:
         for object_id in object_ids:
             if runtime.table.find(object_id) is not None:
                 raise RuntimeError(f"discard({object_id}): it is live here; release it first")
+        await self._discard_rounds.submit(list(object_ids))  # with the batches discarded meanwhile
+
+    async def _discard_round(self, object_ids: list[ObjectId]) -> None:
+        runtime = self._runtime
         await self._off_loop(functools.partial(runtime.catalog.forget_all, [i.hex for i in object_ids]))
         for object_id in object_ids:
             runtime.alarms.set(object_id, None)
