@@ -214,9 +214,8 @@ class Activation:
         self._unsynced: list[list[Work]] = []
         #: batches the running fsync covers
         self._in_flight: list[list[Work]] = []
-        self._fsync_generation = 0
-        self._fsync_finished = False
-        self._fsync_outcome: Any = None
+        #: a durability round was asked for and has not started yet (``DurabilityRounds``)
+        self.round_requested = False
         self._synced: trio.Event | None = None
 
     #### Submitting work (called by the runtime on behalf of callers)
@@ -311,12 +310,14 @@ class Activation:
                 self._evict_reason = "capacity"  # callers wait for room and nothing else was idle
             if self._evict_reason is not None and not syncing:
                 return self._evict_reason
+            # A new call wakes the worker, or a request to leave; the end of a round does only if the
+            # worker then has to leave (``synced``), so a round costs no worker wake-up per object.
             self._wakeup = trio.Event()
+            deadline = self.last_active + idle_timeout
             if syncing:
-                await self._wakeup.wait()  # a new call, or the fsync finished
-            else:
-                with trio.move_on_at(self.last_active + idle_timeout):
-                    await self._wakeup.wait()
+                deadline = trio.current_time() + idle_timeout  # not idle while a round holds its commits
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
             self._wakeup = None
             idle = not self.queue and self._evict_reason is None and not self._syncer_running
             if idle and trio.current_time() >= self.last_active + idle_timeout:
@@ -409,7 +410,8 @@ class Activation:
         a solo turn ran or is next, or the fence went up (``Gate.may_write``: no turn starts after it;
         the next batch refuses what is queued).
         """
-        queue, pipelined, gate = self.queue, self.runtime.pipelined_sync, self.runtime.gate
+        runtime = self.runtime
+        queue, pipelined, gate, rounds = self.queue, runtime.pipelined_sync, runtime.gate, runtime.rounds
         while queue and len(batch) < limit:
             # One cancel scope for many turns (a scope per turn would cost more than the turn);
             # the deadline watch cancels it only for a turn that overruns; a fresh one serves the rest.
@@ -430,7 +432,7 @@ class Activation:
                     if work.solo:
                         break
                     if pipelined:
-                        self._poll_fsync()  # release replies the last fsync made durable
+                        rounds.poll()  # release replies the last round made durable
                     if len(batch) >= split and self.file.has_writes():
                         break
             self._batch_scope = None
@@ -470,13 +472,13 @@ class Activation:
             await trio.testing.wait_all_tasks_blocked()
         return bool(self.queue)
 
-    #### Pipelined group commit: fsync off the trio thread while the next batch runs
+    #### Pipelined group commit: the fsync off the trio thread while the next batch runs
     #
-    # The fsync thread is started synchronously at commit time (the sync pool), not by a task:
-    # a task could only start once the worker yields, and the worker runs turns back to back without
-    # yielding. The thread flips ``_fsync_finished`` when done; the worker notices it between turns
-    # (and a run_sync_soon callback notices it when the worker is idle), releases the synced replies
-    # and immediately starts the next fsync for whatever committed meanwhile.
+    # Committed batches wait in ``_unsynced`` for a durability round (``_durability.py``), which
+    # syncs the files of every object that committed since the last round began, in the sync pool,
+    # and hands them back with ``synced``. The round starts synchronously when none is in flight
+    # (not from a task: a task could only start once the worker yields, and the worker runs turns
+    # back to back without yielding), and the worker notices a finished round between turns.
 
     @property
     def _syncer_running(self) -> bool:
@@ -484,59 +486,36 @@ class Activation:
 
     def _hand_to_syncer(self, batch: list[Work]) -> None:
         self._unsynced.append(batch)
-        self._poll_fsync()
-        if not self._in_flight:
-            self._start_fsync()
+        self.runtime.rounds.request(self)
 
-    def _start_fsync(self) -> None:
+    def hand_to_round(self) -> list[list[Work]]:
+        """A round starts with this object: its committed batches are the round's now."""
         self._in_flight, self._unsynced = self._unsynced, []
-        self._fsync_generation += 1
-        generation = self._fsync_generation
-        self._fsync_finished = False
         self.runtime.commits_in_flight += 1
-        token = trio.lowlevel.current_trio_token()
+        return self._in_flight
 
-        def done_in_thread(result: Any) -> None:
-            self._fsync_outcome = result
-            self._fsync_finished = True  # read by the worker between turns (atomic under the GIL)
-            try:
-                token.run_sync_soon(self._fsync_done, generation)
-            except trio.RunFinishedError:
-                pass  # the runtime is gone (crash); nothing is waiting any more
-
-        self.runtime.sync_pool.submit(self.file.sync, done_in_thread)
-
-    def _poll_fsync(self) -> None:
-        if self._in_flight and self._fsync_finished:
-            self._fsync_done(self._fsync_generation)
-
-    def _fsync_done(self, generation: int) -> None:
-        """Release the replies of the synced batches (once per fsync), then sync what is waiting."""
-        if generation != self._fsync_generation or not self._in_flight or not self._fsync_finished:
-            return
-        runtime, batches = self.runtime, self._in_flight
-        self._in_flight = []
+    def synced(self, batches: list[list[Work]], error: BaseException | None) -> None:
+        """The round holding ``batches`` ended: release their replies (or fail them with ``error``)."""
+        runtime = self.runtime
+        if self._in_flight is batches:
+            self._in_flight = []
         runtime.commits_in_flight -= 1
-        try:
-            self._fsync_outcome.unwrap()
-        except Exception as exc:
-            error = runtime.internal_error(exc, f"fsync of {self.id}")
+        if error is not None:
+            failure = runtime.internal_error(error, f"fsync of {self.id}")
+            message = f"{self.id}: its commit could not be made durable ({failure}); the outcome is unknown"
             for batch in batches:
                 for work in batch:
-                    work.result, work.error = None, ObjectReset(
-                        f"{self.id}: its commit could not be made durable ({error}); the outcome is unknown"
-                    )
+                    work.result, work.error = None, ObjectReset(message)
             self.request_eviction("reset")
         for batch in batches:
             for work in batch:
                 work.finish()
         self.last_active = trio.current_time()
-        if self._unsynced:
-            self._start_fsync()
-        elif self._synced is not None:
+        if not self._syncer_running and self._synced is not None:
             self._synced.set()
             self._synced = None
-        if self._wakeup is not None:
+        # The worker waits with its idle deadline either way; it needs waking only to leave.
+        if self._wakeup is not None and (self._evict_reason is not None or runtime.table.room_waiters):
             self._wakeup.set()
 
     async def _wait_synced(self) -> None:

@@ -32,6 +32,7 @@ from ._app import App
 from ._catalog import Catalog, CatalogEntry
 from ._clock import EpochClock
 from ._deadlines import DeadlineWatch
+from ._durability import DurabilityRounds, Round
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._lifecycle import ActivationState
@@ -130,6 +131,12 @@ class Runtime:
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)
         self.sync_pool = SyncPool()
+        #: makes committed batches durable, many objects per round (``_durability.py``)
+        self.rounds = DurabilityRounds(
+            self.sync_pool,
+            self._round_done,
+            volume=data_dir if settings.sync_volume and self.pipelined_sync else None,
+        )
         #: the turn_finished hook is overridden: turns are timed only then (two clock reads a turn)
         self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
         self._call_timeout = settings.call_timeout
@@ -413,6 +420,10 @@ class Runtime:
             self.catalog.forget(activation.id)
             return "durable"
         return "needs_fsync" if self.pipelined_sync and not created else "durable"
+
+    def _round_done(self, finished: Round) -> None:
+        """A durability round ended (on the trio thread, before any of its replies leaves)."""
+        self.hooks.synced(trio.current_time() - finished.started, len(finished.members))
 
     def spawn(self, fn: Any) -> None:
         """Start a background task of the runtime (activation helpers)."""
@@ -711,4 +722,5 @@ async def open_runtime(
                 nursery.cancel_scope.cancel()
     finally:
         runtime.sync_pool.close()
+        runtime.rounds.close()
         runtime.catalog.close()
