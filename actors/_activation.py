@@ -198,7 +198,10 @@ class Activation:
         self.last_active = trio.current_time()
         self.turn_seconds = 0.0005  # moving average, for Overloaded's retry_after
         self._evict_reason: str | None = None
-        self._wakeup: trio.Event | None = None
+        #: the worker's task while it waits for work (``_park``); None while it runs
+        self._parked: trio.lowlevel.Task | None = None
+        #: the table's idle watch holds an entry for this activation (``Table.arm_idle``)
+        self.idle_armed = False
         self._running = False
         #: the work whose turn is running (innermost, for reentrant turns)
         self._running_work: Work | None = None
@@ -222,17 +225,41 @@ class Activation:
 
     def enqueue(self, work: Work) -> None:
         self.queue.append(work)
-        wakeup = self._wakeup
-        if wakeup is not None:
-            wakeup.set()
+        if self._parked is not None:
+            self.wake()
 
     def request_eviction(self, reason: str) -> None:
         """Ask the worker to evict this object once it is at rest (idempotent)."""
         if self._evict_reason is None:
             self._evict_reason = reason
-        wakeup = self._wakeup
-        if wakeup is not None:
-            wakeup.set()
+        if self._parked is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the worker if it waits for work (a call, a request to leave, the idle deadline)."""
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def _park(self) -> Awaitable[None]:
+        """Wait for ``wake`` (cheaper than a trio.Event and a cancel scope per wait)."""
+        self._parked = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._unpark)  # noqa: ASYNC105 (the worker awaits it)
+
+    def _unpark(self, _: Any) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    @property
+    def is_parked(self) -> bool:
+        return self._parked is not None
+
+    @property
+    def idle_since(self) -> float | None:
+        """When the worker last finished work, if it waits for more with nothing pending; else None."""
+        if self._parked is None or self.queue or self._syncer_running or self._evict_reason is not None:
+            return None
+        return self.last_active
 
     @property
     def eviction_requested(self) -> bool:
@@ -310,15 +337,12 @@ class Activation:
                 self._evict_reason = "capacity"  # callers wait for room and nothing else was idle
             if self._evict_reason is not None and not syncing:
                 return self._evict_reason
-            # A new call wakes the worker, or a request to leave; the end of a round does only if the
-            # worker then has to leave (``synced``), so a round costs no worker wake-up per object.
-            self._wakeup = trio.Event()
-            deadline = self.last_active + idle_timeout
-            if syncing:
-                deadline = trio.current_time() + idle_timeout  # not idle while a round holds its commits
-            with trio.move_on_at(deadline):
-                await self._wakeup.wait()
-            self._wakeup = None
+            # A new call wakes the worker, or a request to leave, or the table's idle watch once it
+            # has been idle for idle_timeout; the end of a round does only if the worker then has to
+            # leave (``synced``). So waiting costs no cancel scope, and a round no wake-up per object.
+            if not self.idle_armed:
+                self.runtime.table.arm_idle(self)
+            await self._park()
             idle = not self.queue and self._evict_reason is None and not self._syncer_running
             if idle and trio.current_time() >= self.last_active + idle_timeout:
                 return "idle"
@@ -514,9 +538,9 @@ class Activation:
         if not self._syncer_running and self._synced is not None:
             self._synced.set()
             self._synced = None
-        # The worker waits with its idle deadline either way; it needs waking only to leave.
-        if self._wakeup is not None and (self._evict_reason is not None or runtime.table.room_waiters):
-            self._wakeup.set()
+        # The idle watch wakes the worker once it is idle long enough; now only to leave.
+        if self._parked is not None and (self._evict_reason is not None or runtime.table.room_waiters):
+            self.wake()
 
     async def _wait_synced(self) -> None:
         while self._syncer_running:
