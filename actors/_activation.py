@@ -20,10 +20,12 @@ Guarantees (the input gate and the output gate, in our words)
   call can slip into an evicting activation.
 
 Mechanism: one worker task per activation (``serve``) pops calls from a deque and runs each as a turn,
-then commits the batch: the COMMIT inline (WAL frames, no fsync), the fsync in a pool thread while the
-next batch runs (pipelined group commit, see below; ``_hold`` and the split in ``_run_batch`` decide
-where batches end). Callers park until their work is finished (no event object per call). Idle eviction
-is the worker's own timeout; capacity eviction is requested by the table.
+then commits the batch: the COMMIT inline (WAL frames, no fsync), the fsync in a durability round
+(``_durability.py``, shared with every object that committed meanwhile) while the next batch runs
+(pipelined group commit, see below; ``_hold`` and the split in ``_run_batch`` decide where batches
+end). Callers park until their work is finished (no event object per call), and so does the worker
+between batches. Idle eviction is woken by the table's idle watch; capacity eviction is requested by
+the table.
 
 XX: calls to other objects are not held by the output gate (as in Orleans, unlike Cloudflare): a callee
 may act on arguments derived from writes that later roll back. Holding them would need the turn to
