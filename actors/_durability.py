@@ -11,13 +11,13 @@ Guarantees
 
 Mechanism: one round is in flight at a time. A round takes every object that committed since the
 previous round started and makes their WAL files durable in the sync pool: split into at most
-``FSYNC_THREADS`` parts fsynced in parallel (ext4 merges concurrent fsyncs into one journal commit),
+``FSYNC_THREADS`` parts fsynced in parallel (a journaled ext4 lets concurrent fsyncs share a commit),
 or one ``syncfs(2)`` of the data folder's file system (opt-in: it also flushes whatever else on that
 volume is dirty, so it is for a volume of its own). The last part to finish flips ``finished`` and
 hands the round back to the trio thread with one ``run_sync_soon``; a worker running turns back to
 back notices it sooner, between two turns (``poll``). The next round starts at once, before the
 finished one's replies are released, with everything that committed meanwhile: a self-clocking
-group commit across objects, as Redis fsyncs once per event-loop iteration. A round is requested
+group commit across objects, as Redis fsyncs once per event-loop iteration. A round requested
 with none in flight starts at once, synchronously, so a hot object's first half of queued calls
 still overlaps its fsync with the second half's turns.
 
