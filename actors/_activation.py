@@ -20,10 +20,12 @@ Guarantees (the input gate and the output gate, in our words)
   call can slip into an evicting activation.
 
 Mechanism: one worker task per activation (``serve``) pops calls from a deque and runs each as a turn,
-then commits the batch: the COMMIT inline (WAL frames, no fsync), the fsync in a pool thread while the
-next batch runs (pipelined group commit, see below; ``_hold`` and the split in ``_run_batch`` decide
-where batches end). Callers park until their work is finished (no event object per call). Idle eviction
-is the worker's own timeout; capacity eviction is requested by the table.
+then commits the batch: the COMMIT inline (WAL frames, no fsync), the fsync in a durability round
+(``_durability.py``, shared with every object that committed meanwhile) while the next batch runs
+(pipelined group commit, see below; ``_hold`` and the split in ``_run_batch`` decide where batches
+end). Callers park until their work is finished (no event object per call), and so does the worker
+between batches. Idle eviction is woken by the table's idle watch; capacity eviction is requested by
+the table.
 
 XX: calls to other objects are not held by the output gate (as in Orleans, unlike Cloudflare): a callee
 may act on arguments derived from writes that later roll back. Holding them would need the turn to
@@ -198,7 +200,10 @@ class Activation:
         self.last_active = trio.current_time()
         self.turn_seconds = 0.0005  # moving average, for Overloaded's retry_after
         self._evict_reason: str | None = None
-        self._wakeup: trio.Event | None = None
+        #: the worker's task while it waits for work (``_park``); None while it runs
+        self._parked: trio.lowlevel.Task | None = None
+        #: the table's idle watch holds an entry for this activation (``Table.arm_idle``)
+        self.idle_armed = False
         self._running = False
         #: the work whose turn is running (innermost, for reentrant turns)
         self._running_work: Work | None = None
@@ -214,26 +219,49 @@ class Activation:
         self._unsynced: list[list[Work]] = []
         #: batches the running fsync covers
         self._in_flight: list[list[Work]] = []
-        self._fsync_generation = 0
-        self._fsync_finished = False
-        self._fsync_outcome: Any = None
+        #: a durability round was asked for and has not started yet (``DurabilityRounds``)
+        self.round_requested = False
         self._synced: trio.Event | None = None
 
     #### Submitting work (called by the runtime on behalf of callers)
 
     def enqueue(self, work: Work) -> None:
         self.queue.append(work)
-        wakeup = self._wakeup
-        if wakeup is not None:
-            wakeup.set()
+        if self._parked is not None:
+            self.wake()
 
     def request_eviction(self, reason: str) -> None:
         """Ask the worker to evict this object once it is at rest (idempotent)."""
         if self._evict_reason is None:
             self._evict_reason = reason
-        wakeup = self._wakeup
-        if wakeup is not None:
-            wakeup.set()
+        if self._parked is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the worker if it waits for work (a call, a request to leave, the idle deadline)."""
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def _park(self) -> Awaitable[None]:
+        """Wait for ``wake`` (cheaper than a trio.Event and a cancel scope per wait)."""
+        self._parked = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._unpark)  # noqa: ASYNC105 (the worker awaits it)
+
+    def _unpark(self, _: Any) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    @property
+    def is_parked(self) -> bool:
+        return self._parked is not None
+
+    @property
+    def idle_since(self) -> float | None:
+        """When the worker last finished work, if it waits for more with nothing pending; else None."""
+        if self._parked is None or self.queue or self._syncer_running or self._evict_reason is not None:
+            return None
+        return self.last_active
 
     @property
     def eviction_requested(self) -> bool:
@@ -248,7 +276,7 @@ class Activation:
         """The worker waits for work with nothing queued, running, uncommitted or being fsynced: its
         file may be closed (``ObjectFile.release``) until the next turn opens it again."""
         return (
-            self._wakeup is not None
+            self._parked is not None
             and self.state is ActivationState.ACTIVE
             and not self.queue
             and not self._running
@@ -324,13 +352,12 @@ class Activation:
                 self._evict_reason = "capacity"  # callers wait for room and nothing else was idle
             if self._evict_reason is not None and not syncing:
                 return self._evict_reason
-            self._wakeup = trio.Event()
-            if syncing:
-                await self._wakeup.wait()  # a new call, or the fsync finished
-            else:
-                with trio.move_on_at(self.last_active + idle_timeout):
-                    await self._wakeup.wait()
-            self._wakeup = None
+            # A new call wakes the worker, or a request to leave, or the table's idle watch once it
+            # has been idle for idle_timeout; the end of a round does only if the worker then has to
+            # leave (``synced``). So waiting costs no cancel scope, and a round no wake-up per object.
+            if not self.idle_armed:
+                self.runtime.table.arm_idle(self)
+            await self._park()
             idle = not self.queue and self._evict_reason is None and not self._syncer_running
             if idle and trio.current_time() >= self.last_active + idle_timeout:
                 return "idle"
@@ -422,7 +449,8 @@ class Activation:
         a solo turn ran or is next, or the fence went up (``Gate.may_write``: no turn starts after it;
         the next batch refuses what is queued).
         """
-        queue, pipelined, gate = self.queue, self.runtime.pipelined_sync, self.runtime.gate
+        runtime = self.runtime
+        queue, pipelined, gate, rounds = self.queue, runtime.pipelined_sync, runtime.gate, runtime.rounds
         while queue and len(batch) < limit:
             # One cancel scope for many turns (a scope per turn would cost more than the turn);
             # the deadline watch cancels it only for a turn that overruns; a fresh one serves the rest.
@@ -443,7 +471,7 @@ class Activation:
                     if work.solo:
                         break
                     if pipelined:
-                        self._poll_fsync()  # release replies the last fsync made durable
+                        rounds.poll()  # release replies the last round made durable
                     if len(batch) >= split and self.file.has_writes():
                         break
             self._batch_scope = None
@@ -483,13 +511,13 @@ class Activation:
             await trio.testing.wait_all_tasks_blocked()
         return bool(self.queue)
 
-    #### Pipelined group commit: fsync off the trio thread while the next batch runs
+    #### Pipelined group commit: the fsync off the trio thread while the next batch runs
     #
-    # The fsync thread is started synchronously at commit time (the sync pool), not by a task:
-    # a task could only start once the worker yields, and the worker runs turns back to back without
-    # yielding. The thread flips ``_fsync_finished`` when done; the worker notices it between turns
-    # (and a run_sync_soon callback notices it when the worker is idle), releases the synced replies
-    # and immediately starts the next fsync for whatever committed meanwhile.
+    # Committed batches wait in ``_unsynced`` for a durability round (``_durability.py``), which
+    # syncs the files of every object that committed since the last round began, in the sync pool,
+    # and hands them back with ``synced``. The round starts synchronously when none is in flight
+    # (not from a task: a task could only start once the worker yields, and the worker runs turns
+    # back to back without yielding), and the worker notices a finished round between turns.
 
     @property
     def _syncer_running(self) -> bool:
@@ -497,60 +525,37 @@ class Activation:
 
     def _hand_to_syncer(self, batch: list[Work]) -> None:
         self._unsynced.append(batch)
-        self._poll_fsync()
-        if not self._in_flight:
-            self._start_fsync()
+        self.runtime.rounds.request(self)
 
-    def _start_fsync(self) -> None:
+    def hand_to_round(self) -> list[list[Work]]:
+        """A round starts with this object: its committed batches are the round's now."""
         self._in_flight, self._unsynced = self._unsynced, []
-        self._fsync_generation += 1
-        generation = self._fsync_generation
-        self._fsync_finished = False
         self.runtime.commits_in_flight += 1
-        token = trio.lowlevel.current_trio_token()
+        return self._in_flight
 
-        def done_in_thread(result: Any) -> None:
-            self._fsync_outcome = result
-            self._fsync_finished = True  # read by the worker between turns (atomic under the GIL)
-            try:
-                token.run_sync_soon(self._fsync_done, generation)
-            except trio.RunFinishedError:
-                pass  # the runtime is gone (crash); nothing is waiting any more
-
-        self.runtime.sync_pool.submit(self.file.sync, done_in_thread)
-
-    def _poll_fsync(self) -> None:
-        if self._in_flight and self._fsync_finished:
-            self._fsync_done(self._fsync_generation)
-
-    def _fsync_done(self, generation: int) -> None:
-        """Release the replies of the synced batches (once per fsync), then sync what is waiting."""
-        if generation != self._fsync_generation or not self._in_flight or not self._fsync_finished:
-            return
-        runtime, batches = self.runtime, self._in_flight
-        self._in_flight = []
+    def synced(self, batches: list[list[Work]], error: BaseException | None) -> None:
+        """The round holding ``batches`` ended: release their replies (or fail them with ``error``)."""
+        runtime = self.runtime
+        if self._in_flight is batches:
+            self._in_flight = []
         runtime.commits_in_flight -= 1
-        try:
-            self._fsync_outcome.unwrap()
-        except Exception as exc:
-            error = runtime.internal_error(exc, f"fsync of {self.id}")
+        if error is not None:
+            failure = runtime.internal_error(error, f"fsync of {self.id}")
+            message = f"{self.id}: its commit could not be made durable ({failure}); the outcome is unknown"
             for batch in batches:
                 for work in batch:
-                    work.result, work.error = None, ObjectReset(
-                        f"{self.id}: its commit could not be made durable ({error}); the outcome is unknown"
-                    )
+                    work.result, work.error = None, ObjectReset(message)
             self.request_eviction("reset")
         for batch in batches:
             for work in batch:
                 work.finish()
         self.last_active = trio.current_time()
-        if self._unsynced:
-            self._start_fsync()
-        elif self._synced is not None:
+        if not self._syncer_running and self._synced is not None:
             self._synced.set()
             self._synced = None
-        if self._wakeup is not None:
-            self._wakeup.set()
+        # The idle watch wakes the worker once it is idle long enough; now only to leave.
+        if self._parked is not None and (self._evict_reason is not None or runtime.table.room_waiters):
+            self.wake()
 
     async def _wait_synced(self) -> None:
         while self._syncer_running:
@@ -646,7 +651,11 @@ class Activation:
         # Every eviction leaves one self-contained file (no -wal), in a worker thread: a checkpoint
         # of the few frames a small object's WAL holds, or nothing for an empty one. Except a move:
         # its file and WAL are read as one image and deleted once the new owner stored it (``_moves``).
-        checkpoint = reason != "moved"
+        # And a reset (a commit or its fsync failed): nothing more is written to a file whose last
+        # writes may not be durable; its WAL is folded in at the clean shutdown.
+        checkpoint = reason not in ("moved", "reset")
+        if reason == "reset":
+            runtime.fold_later(self.file.path)
         try:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):

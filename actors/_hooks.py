@@ -45,6 +45,10 @@ class Hooks:
     def committed(self, seconds: float, turns: int) -> None:
         """A batch of ``turns`` turns committed, taking ``seconds``."""
 
+    def synced(self, seconds: float, objects: int) -> None:
+        """A durability round made the commits of ``objects`` objects durable in ``seconds`` (or failed
+        to; the failed ones are reset). Called before any reply that waited for it is released."""
+
     def alarm_finished(self, cls: str, outcome: str) -> None:
         """An alarm ran: ``ok``, ``retry`` (raised, will retry) or ``failed`` (retries exhausted)."""
 

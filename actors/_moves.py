@@ -166,8 +166,9 @@ class Moves:
         self._runtime = runtime
         #: releases in progress, by hex id: a second release of one object waits for the first
         self._releasing: dict[str, trio.Lock] = {}
-        #: released objects whose WAL was left beside their file (sent as an image)
-        self._unfolded: set[Path] = set()
+        #: files whose WAL was left beside them (a release sent as an image, a reset): folded at a
+        #: clean shutdown unless deleted first
+        self.unfolded: set[Path] = set()
         self._arrival_rounds = Rounds(self._commit_round)
         self._discard_rounds = Rounds(self._discard_round)
         #: the staging marker was made in this run
@@ -223,7 +224,7 @@ class Moves:
             return None
         size, digest, data = found
         if data is not None:  # its WAL (if any) stays: folded at a clean shutdown unless discarded first
-            self._unfolded.add(path)
+            self.unfolded.add(path)
         return Released(object_id, path, size, digest, None if entry is None else entry.alarm, data)
 
     #### Adopt
@@ -309,7 +310,7 @@ class Moves:
         paths: list[Path] = []
         for object_id in object_ids:
             paths.append(runtime.object_path(object_id))
-            self._unfolded.discard(paths[-1])
+            self.unfolded.discard(paths[-1])
             legacy = runtime.legacy_object_path(object_id)
             if legacy is not None:
                 paths.append(legacy)
@@ -319,8 +320,8 @@ class Moves:
         await self._off_loop(functools.partial(_delete_files, paths))
 
     async def fold_released(self) -> None:
-        """At a clean shutdown (nothing live): fold the WAL of each released object still here."""
-        paths, self._unfolded = sorted(self._unfolded), set()
+        """At a clean shutdown (nothing live): fold the WAL of each file listed in ``unfolded``."""
+        paths, self.unfolded = sorted(self.unfolded), set()
         if paths:
             await self._off_loop(functools.partial(fold_wal_files, paths))
 

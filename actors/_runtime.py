@@ -32,6 +32,7 @@ from ._app import App
 from ._catalog import Catalog, CatalogEntry
 from ._clock import EpochClock
 from ._deadlines import DeadlineWatch
+from ._durability import DurabilityRounds, Round
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._leftovers import Leftovers
@@ -132,6 +133,12 @@ class Runtime:
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)
         self.sync_pool = SyncPool()
+        #: makes committed batches durable, many objects per round (``_durability.py``)
+        self.rounds = DurabilityRounds(
+            self.sync_pool,
+            self._round_done,
+            volume=data_dir if settings.sync_volume and self.pipelined_sync else None,
+        )
         #: the turn_finished hook is overridden: turns are timed only then (two clock reads a turn)
         self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
         self._call_timeout = settings.call_timeout
@@ -416,6 +423,10 @@ class Runtime:
             return "durable"
         return "needs_fsync" if self.pipelined_sync and not created else "durable"
 
+    def _round_done(self, finished: Round) -> None:
+        """A durability round ended (on the trio thread, before any of its replies leaves)."""
+        self.hooks.synced(trio.current_time() - finished.started, len(finished.members))
+
     def spawn(self, fn: Any) -> None:
         """Start a background task of the runtime (activation helpers)."""
         assert self._nursery is not None
@@ -497,6 +508,10 @@ class Runtime:
         from ``Released.path``. Concurrent releases of one object get the same answer.
         """
         return await self._moves.release(object_id, close_code, reason, inline_bytes)
+
+    def fold_later(self, path: Path) -> None:
+        """Fold the WAL left beside ``path`` into it at the clean shutdown (if both still exist)."""
+        self._moves.unfolded.add(path)
 
     def staging_path(self, object_id: ObjectId) -> Path:
         """Where to write the bytes of the object's file as they arrive (its folder is made)."""
@@ -729,4 +744,5 @@ async def open_runtime(
                 nursery.cancel_scope.cancel()
     finally:
         runtime.sync_pool.close()
+        runtime.rounds.close()
         runtime.catalog.close()

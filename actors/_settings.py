@@ -44,6 +44,13 @@ class Settings:
     #: default: in-process callers are cheap, and two groups of turns alternating with their fsyncs
     #: serve them best, while a hold would merge the groups. The node turns it on (20 ms).
     commit_hold: float = 0.0
+    #: make each durability round durable with one ``syncfs(2)`` of the data folder's file system
+    #: instead of an fsync of every object's WAL (Linux; only with FSYNC durability and commits in
+    #: threads). Cheaper by far when many objects commit at once, but it writes back everything dirty
+    #: on that volume, other programs' files included: on a shared volume a round then waits for
+    #: their writes too (latency spikes), and a failure to write any file there fails the whole
+    #: round's calls. For a volume of the node's own.
+    sync_volume: bool = False
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "call_timeout"):

@@ -12,13 +12,22 @@ Guarantees
   idle object; if every live object is busy, the caller waits (until its deadline) for the first one to
   go idle, which then leaves at once.
 
+- Idle eviction: an activation with nothing queued, running or waiting for its sync leaves once it has
+  been idle for ``idle_timeout``, at exactly that (trio) time.
+
 Order is kept in an OrderedDict (least recently active first), so finding an eviction candidate is a scan
-from the front that stops at the first idle activation.
+from the front that stops at the first idle activation. Idle deadlines are one heap for the table (the
+idle watch, ``serve_idle``) instead of a cancel scope per wait of every worker: a worker arms its entry
+when it starts waiting, unless one is armed already, and an entry found stale when it comes due (the
+object worked since) is pushed back with its new deadline, so a busy object costs one heap entry per
+``idle_timeout``, not one per call.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -42,6 +51,13 @@ class Table:
         self._any_evicted: trio.Event | None = None
         #: callers waiting for room at the cap
         self.room_waiters = 0
+        self._idle_timeout = runtime.settings.idle_timeout
+        #: (idle deadline, tie-breaker, activation), earliest first; one entry per armed activation
+        self._idle: list[tuple[float, int, Activation]] = []
+        self._idle_order = itertools.count()
+        #: the idle watch's wait, to move its deadline earlier when an earlier entry arrives
+        self._idle_wait: trio.CancelScope | None = None
+        nursery.start_soon(self.serve_idle)
 
     async def get(self, object_id: ObjectId, deadline: float = math.inf) -> Activation:
         """The live activation of ``object_id``, activating it if needed.
@@ -102,6 +118,44 @@ class Table:
                 return
         # Nothing idle now: every live object is busy. The waiters are counted (room_waiters); each
         # activation that finds its queue empty while someone waits leaves at once.
+
+    #### The idle watch
+
+    def arm_idle(self, activation: Activation) -> None:
+        """Watch ``activation`` (which starts waiting for work) for its idle deadline."""
+        activation.idle_armed = True
+        deadline = activation.last_active + self._idle_timeout
+        heapq.heappush(self._idle, (deadline, next(self._idle_order), activation))
+        wait = self._idle_wait
+        if wait is not None and deadline < wait.deadline:
+            wait.deadline = deadline
+
+    async def serve_idle(self) -> None:
+        """Wake each activation that has been idle for ``idle_timeout``; it then leaves."""
+        idle, timeout = self._idle, self._idle_timeout
+        while True:
+            with trio.CancelScope(deadline=idle[0][0] if idle else math.inf) as self._idle_wait:
+                await trio.sleep_forever()
+            self._idle_wait = None
+            now = trio.current_time()
+            while idle and idle[0][0] <= now:
+                _, _, activation = heapq.heappop(idle)
+                activation.idle_armed = False
+                if activation.state is not ActivationState.ACTIVE:
+                    continue  # leaving or gone; a new activation arms its own entry
+                since = activation.idle_since
+                if since is None:
+                    if activation.is_parked:
+                        self.arm_idle_at(activation, now + timeout)  # waits for its sync: not idle yet
+                    continue  # working: it re-arms when it waits again
+                if since + timeout > now:
+                    self.arm_idle_at(activation, since + timeout)  # it worked since: a later deadline
+                else:
+                    activation.wake()  # it sees that it has been idle long enough, and leaves
+
+    def arm_idle_at(self, activation: Activation, deadline: float) -> None:
+        activation.idle_armed = True
+        heapq.heappush(self._idle, (deadline, next(self._idle_order), activation))
 
     def touch(self, activation: Activation) -> None:
         if self.live.get(activation.id.hex) is activation:

@@ -118,6 +118,12 @@ _OPTIONS = (
     _Option("max_queue_depth", int, "calls queued per object before 503 Overloaded"),
     _Option("call_timeout", float, "seconds a call may take, queueing included, before 504"),
     _Option("commit_hold", float, "seconds a batch may wait for more calls on a busy node (0: never)"),
+    _Option(
+        "sync_volume",
+        _bool,
+        "one syncfs of the data volume per durability round instead of an fsync per object"
+        " (Linux; only on a volume of the node's own: it flushes every file there)",
+    ),
     _Option("max_body_bytes", int, "largest request body before 413"),
     _Option("max_frame_bytes", int, "largest WebSocket message before close 1009"),
     _Option("max_send_queue_bytes", int, "bytes waiting for a slow WebSocket reader before close 1013"),

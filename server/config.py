@@ -64,6 +64,9 @@ class Config:
     #: (``actors.Settings.commit_hold``; 0: never). On by default here, unlike in-process: the event
     #: loop and the fsync threads share the node's core, so fewer, bigger batches serve more requests
     commit_hold: float = 0.02
+    #: make each durability round durable with one syncfs(2) of the data folder's volume instead of
+    #: an fsync per object (``actors.Settings.sync_volume``): only for a volume of the node's own
+    sync_volume: bool = _RUNTIME_DEFAULTS.sync_volume
     #: largest request body; larger ones get 413, from Content-Length or while streaming
     max_body_bytes: int = 1024 * 1024
     #: tokens of each /ratelimit/{key} bucket (the burst it allows)
@@ -267,6 +270,7 @@ class Config:
             max_queue_depth=self.max_queue_depth,
             call_timeout=self.call_timeout,
             commit_hold=self.commit_hold,
+            sync_volume=self.sync_volume,
         )
 
     @property
