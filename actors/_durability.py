@@ -30,7 +30,6 @@ second round start while one is in flight would bound that, at the price of more
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from ._syncpool import FSYNC_THREADS, SyncPool
+from ._syncpool import FSYNC_THREADS, SYNCFS, SyncPool, call_syncfs
 
 if TYPE_CHECKING:
     from ._activation import Activation, Work
@@ -105,7 +104,9 @@ class DurabilityRounds:
         self._syncfs: Callable[[int], int] | None = None
         self._volume_fd = -1
         if volume is not None:
-            self._syncfs = _load_syncfs()
+            if SYNCFS is None:
+                raise ValueError("sync_volume needs syncfs(2), which this system's C library lacks")
+            self._syncfs = SYNCFS
             self._volume_fd = os.open(volume, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     @property
@@ -167,9 +168,7 @@ class DurabilityRounds:
     def _sync_volume(self) -> None:
         """One ``syncfs`` of the data folder's file system: every write made before it is durable."""
         assert self._syncfs is not None
-        if self._syncfs(self._volume_fd) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"syncfs: {os.strerror(errno)}")
+        call_syncfs(self._syncfs, self._volume_fd, "the data volume")
 
     def _complete(self, finished: Round) -> None:
         """On the trio thread: start the next round, then release this one's replies."""
@@ -189,14 +188,3 @@ class DurabilityRounds:
 def _part(new: Round, start: int, step: int) -> Callable[[], None]:
     return lambda: new.fsync_part(start, step)
 
-
-def _load_syncfs() -> Callable[[int], int]:
-    """libc's ``syncfs`` (Linux): ValueError naming the setting where it does not exist."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
-    except (OSError, AttributeError):
-        raise ValueError("sync_volume needs syncfs(2), which this system's C library lacks") from None
-    syncfs.argtypes = [ctypes.c_int]
-    syncfs.restype = ctypes.c_int
-    return syncfs

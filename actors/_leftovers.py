@@ -17,6 +17,7 @@ crash-safely, as SQLite always does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -62,24 +63,35 @@ def find_wal_files(objects: Path) -> list[Path]:
     return found
 
 
-def fold_wal_files(paths: list[Path]) -> int:
-    """Checkpoint and close each file of ``paths`` whose ``-wal`` still exists; returns how many.
+def fold_wal(path: Path) -> None:
+    """Fold the WAL beside ``path`` into it and delete it (and a WAL index an older version left).
 
-    Precondition: no connection of this process has them open (the runtime has drained)."""
+    Precondition: no connection of this process has the file open. Raises apsw.Error or RuntimeError
+    if SQLite could not checkpoint it; the WAL then stays, and SQLite applies it at the next open."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm
+        row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if row is None or row[0] != 0:
+            raise RuntimeError(f"could not checkpoint {path}: {row}")
+    finally:
+        conn.close()  # the last connection: checkpoints and deletes the WAL
+    for suffix in ("-wal", "-shm"):  # an empty WAL, and a WAL index older versions may have left
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def fold_wal_files(paths: list[Path]) -> int:
+    """Fold the WAL of each file of ``paths`` that still has one (``fold_wal``); returns how many."""
     folded = 0
     for path in paths:
         if not os.path.exists(f"{path}-wal"):
             continue  # used (and evicted, checkpointing) since, or deleted
         try:
-            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-            try:
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # no -shm file
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                conn.close()  # the last connection: checkpoints and deletes the WAL
+            fold_wal(path)
             folded += 1
-        except apsw.Error as exc:
+        except (apsw.Error, RuntimeError) as exc:
             log.warning("could not fold the WAL of %s into it: %s", path, exc)
     if folded:
-        log.info("folded %d WAL files left by a crash into their objects' files", folded)
+        log.info("folded %d leftover WAL files into their objects' files", folded)
     return folded

@@ -65,7 +65,6 @@ worker thread). The cluster could hash while it streams instead.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import logging
@@ -82,8 +81,9 @@ import trio
 
 from ._file import fsync_path, move_legacy_file
 from ._ids import ObjectId
-from ._leftovers import fold_wal_files
+from ._leftovers import fold_wal, fold_wal_files
 from ._rounds import Rounds
+from ._syncpool import SYNCFS, call_syncfs
 from .errors import ActorError, InvalidArgument, UnknownClass
 
 if TYPE_CHECKING:
@@ -395,7 +395,7 @@ def _contents(path: Path, legacy: Path | None, inline_bytes: int) -> tuple[int, 
         image = _image(path)
         return len(image), hashlib.sha256(image).hexdigest(), image
     if has_wal or os.path.exists(f"{path}-shm"):
-        _checkpoint(path)
+        fold_wal(path)
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size <= inline_bytes:
@@ -413,22 +413,6 @@ def _image(path: Path) -> bytes:
         return bytes(conn.serialize("main") or b"")
     finally:
         conn.close()
-
-
-def _checkpoint(path: Path) -> None:
-    """Fold the WAL an idle eviction left beside the file into it; SQLite deletes the WAL on close."""
-    conn = apsw.Connection(str(path))
-    try:
-        # As the runtime opens it: the WAL index in memory, so no -shm is made.
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-        row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if row is None or row[0] != 0:
-            raise RuntimeError(f"could not checkpoint {path}: {row}")
-    finally:
-        conn.close()
-    for suffix in ("-wal", "-shm"):  # an empty WAL, and a WAL index older versions may have left
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
 
 
 def _place_all(paths: list[Path], shas: list[str], unwanted: list[Path]) -> list[str | None]:
@@ -470,16 +454,8 @@ def _delete_files(paths: list[Path]) -> None:
                 os.unlink(f"{path}{suffix}")
 
 
-def _find_syncfs() -> Callable[[int], int] | None:
-    try:
-        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):  # not Linux (or no dynamic C library)
-        return None
-    return function
-
-
-#: ``syncfs(2)``, or None where the C library lacks it
-_syncfs = _find_syncfs()
+#: ``syncfs(2)``, or None where the C library lacks it (a name of its own: tests turn it off)
+_syncfs = SYNCFS
 
 
 def _sync_filesystem(folder: Path) -> None:
@@ -487,9 +463,7 @@ def _sync_filesystem(folder: Path) -> None:
     assert _syncfs is not None
     fd = os.open(folder, os.O_RDONLY)
     try:
-        if _syncfs(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"syncfs of {folder}: {os.strerror(error)}")
+        call_syncfs(_syncfs, fd, folder)
     finally:
         os.close(fd)
 

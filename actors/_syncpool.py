@@ -9,6 +9,8 @@ overlap its next turns with the fsync.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +24,28 @@ FSYNC_THREADS: Final = 16
 
 Job = tuple[Callable[[], Any], Callable[[outcome.Outcome[Any]], None]]
 T = TypeVar("T")
+
+
+def find_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux), or None where the C library lacks it."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):  # not Linux (or no dynamic C library)
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+#: ``syncfs(2)``, or None where the C library lacks it
+SYNCFS = find_syncfs()
+
+
+def call_syncfs(syncfs: Callable[[int], int], fd: int, what: object) -> None:
+    """``syncfs(fd)``: everything written to the file system of ``fd`` is durable when this returns."""
+    if syncfs(fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs of {what}: {os.strerror(error)}")
 
 
 class SyncPool:

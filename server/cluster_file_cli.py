@@ -24,6 +24,7 @@ an error, 4 a node unreachable, 5 NODE still had objects when ``--wait`` ran out
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import sys
 import time
@@ -34,7 +35,7 @@ from typing import Any
 
 from .admin_cli import EXIT_OK, EXIT_USAGE, Failure, Node
 from .cluster.applied import Applied, sign
-from .cluster.membership import ClusterFileError, Member, Membership, parse_membership
+from .cluster.membership import ClusterFileError, Member, Membership, members_digest, parse_membership
 
 __all__ = ["EXIT_WAITED", "apply_file", "leave_node", "run"]
 
@@ -57,6 +58,10 @@ class _State:
     to_move: int
     members: tuple[Member, ...]
     leaving: frozenset[str]
+
+    @property
+    def digest(self) -> str:
+        return members_digest(self.members)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -92,7 +97,7 @@ def apply_file(
     states.update(_states([m for m in current.members if m.id not in states], connect, discard))
     _check(wanted, current, states, discard, leaving)
     new_ids = {m.id for m in wanted.members}
-    if wanted.digest == Membership(current.members, b"", "").digest and leaving == current.leaving:
+    if wanted.digest == current.digest and leaving == current.leaving:
         print(f"nothing to change: the cluster runs this membership (epoch {current.epoch})")
         _write_epoch(path, text, current.epoch)
         return current.epoch
@@ -188,17 +193,8 @@ def _states(members: Any, connect: dict[str, Any], skip: frozenset[str] = frozen
 def _current(states: dict[str, _State], wanted: Membership) -> _State:
     """The membership the cluster runs: the newest epoch; at equal epochs, not the file's (a node
     just started with the new file reports it before it was applied), then the most nodes'."""
-
-    def digest(state: _State) -> str:
-        return Membership(state.members, b"", "").digest
-
-    votes: dict[tuple[int, str], int] = {}
-    for state in states.values():
-        votes[state.epoch, digest(state)] = votes.get((state.epoch, digest(state)), 0) + 1
-    return max(
-        states.values(),
-        key=lambda s: (s.epoch, digest(s) != wanted.digest, votes[s.epoch, digest(s)]),
-    )
+    votes = collections.Counter((s.epoch, s.digest) for s in states.values())
+    return max(states.values(), key=lambda s: (s.epoch, s.digest != wanted.digest, votes[s.epoch, s.digest]))
 
 
 def _check(

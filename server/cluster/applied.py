@@ -33,12 +33,16 @@ from typing import Any, Final
 
 from actors.placement import ClusterMap
 
-from .membership import MAX_NODES, ClusterFileError, Member, Membership, parse_member
+from .membership import MAX_NODES, ClusterFileError, Member, Membership, members_digest, parse_member
 
-__all__ = ["Applied", "canonical", "sign", "verify"]
+__all__ = ["Applied", "NotSigned", "canonical", "sign", "verify"]
 
 #: separates these signatures from every other use of the cluster secret (the link handshake's)
 _DOMAIN: Final = b"actors membership v1\0"
+
+
+class NotSigned(ClusterFileError):
+    """A well-formed document whose signature is not the cluster secret's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,7 @@ class Applied:
 
     @property
     def digest(self) -> str:
-        return Membership(self.members, b"", "").digest
+        return members_digest(self.members)
 
     def document(self) -> dict[str, Any]:
         def listed(members: tuple[Member, ...]) -> list[dict[str, str]]:
@@ -92,7 +96,7 @@ def verify(secret: bytes, document: Any, mac: Any) -> Applied:
         raise ClusterFileError('an applied membership is {"membership": {...}, "mac": "<hex>"}')
     applied = _parse(document)
     if not hmac.compare_digest(sign(secret, applied), mac):
-        raise ClusterFileError("the membership is not signed with this cluster's secret")
+        raise NotSigned("the membership is not signed with this cluster's secret")
     return applied
 
 

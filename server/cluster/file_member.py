@@ -43,7 +43,7 @@ from actors.errors import ActorError, InvalidArgument
 from actors.placement import SLOTS
 
 from ..errors import Conflict, Forbidden
-from .applied import Applied, verify
+from .applied import Applied, NotSigned, verify
 from .membership import ClusterFileError, Membership
 
 if TYPE_CHECKING:
@@ -229,9 +229,9 @@ class FileMember:
             raise InvalidArgument('the body must be {"membership": {...}, "mac": "<hex>"}')
         try:
             applied = verify(self.secret, body["membership"], body["mac"])
+        except NotSigned as exc:
+            raise Forbidden(str(exc)) from None
         except ClusterFileError as exc:
-            if "signed" in str(exc):
-                raise Forbidden(str(exc)) from None
             raise InvalidArgument(str(exc)) from None
         assert router is not None
         if applied.epoch < router.epoch:

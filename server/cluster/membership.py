@@ -49,6 +49,7 @@ __all__ = [
     "Member",
     "Membership",
     "load_membership",
+    "members_digest",
     "parse_member",
     "parse_membership",
 ]
@@ -113,8 +114,7 @@ class Membership:
     @property
     def digest(self) -> str:
         """SHA-256 of the sorted ``id NUL url`` lines: equal for equal memberships."""
-        text = "\n".join(f"{m.id}\0{m.url}" for m in self.members)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return members_digest(self.members)
 
     @property
     def peers(self) -> tuple[Member, ...]:
@@ -136,6 +136,12 @@ class Membership:
     def cluster_map(self) -> ClusterMap:
         """The placement map: every member that owns a share, by id, with the membership's epoch."""
         return ClusterMap(tuple((m.id, m.url) for m in self.owners), self.epoch)
+
+
+def members_digest(members: tuple[Member, ...]) -> str:
+    """The digest of a membership with these ``members`` (sorted by id)."""
+    text = "\n".join(f"{m.id}\0{m.url}" for m in members)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load_membership(path: Path, node_id: str | None, environ: Mapping[str, str] = os.environ) -> Membership:
