@@ -390,7 +390,9 @@ class Activation:
             while await self._run_turns(batch, split, limit) and await self._hold(batch, limit, hold_until):
                 pass  # calls arrived while the batch was held: run them in it too
             outcome = "durable"
-            wrote = self.file.has_writes()
+            # (``created`` without writes: the object's first writes were rolled back with the
+            # batch; the commit then removes the file they made, so it never existed.)
+            wrote = self.file.has_writes() or self.file.created
             if wrote:
                 outcome = await runtime.commit(self, len(batch))
             committed = outcome != "failed"

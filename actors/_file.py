@@ -5,7 +5,8 @@ Guarantees
   first write.
 - All writes of a batch of turns live in one SQLite transaction (``BEGIN`` on the first write); each turn,
   each reentrant call and each ``storage.transaction()`` block is a savepoint inside it, opened lazily on
-  its first write, so a failing turn rolls back exactly its own writes.
+  its first write, so a failing turn rolls back exactly its own writes. The turn whose write opens the
+  batch needs no savepoint: rolling it back is rolling the batch back (``ROLLBACK``).
 - The connection runs in WAL mode with ``locking_mode=EXCLUSIVE``: no ``-shm`` file, and no other process
   can open the database while this activation holds it open (a second server on the same data folder
   fails loudly instead of corrupting state). The lock goes with the connection: a resting object's
@@ -96,6 +97,9 @@ class ObjectFile:
         self.levels: list[bool] = []
         #: BEGIN has been issued for the current batch
         self.in_batch = False
+        #: the batch's BEGIN stands for the savepoint of level 0 (the turn that wrote first): see
+        #: ``writable``
+        self._begin_is_level0 = False
         #: the schema was created in the current batch: the catalog must learn of this object
         self.created = False
         #: set_alarm / delete_alarm ran in the current batch (maybe rolled back: re-read at commit)
@@ -183,6 +187,7 @@ class ObjectFile:
             conn.close()
         self.levels.clear()
         self.in_batch = False
+        self._begin_is_level0 = False
 
     def release(self) -> bool:
         """Close the file of a live object at rest, keeping the object; True if it was open.
@@ -245,9 +250,16 @@ class ObjectFile:
                 assert conn is not None
         cursor = self.cursor
         assert cursor is not None
+        levels = self.levels
         if not self.in_batch:
             cursor.execute("BEGIN")
             self.in_batch = True
+            if levels and not levels[0]:
+                # Rolling the first writing turn back to where it began is rolling the batch back:
+                # BEGIN serves as its savepoint. A spread workload's batch is one turn, so this
+                # saves a SAVEPOINT and a RELEASE per call (a third of its statements).
+                levels[0] = True
+                self._begin_is_level0 = True
         if not self.has_schema:
             if not tables_made:
                 cursor.execute(_SCHEMA)
@@ -257,7 +269,6 @@ class ObjectFile:
             )
             self.has_schema = True
             self.created = True
-        levels = self.levels
         if levels and not levels[-1]:
             for depth, opened in enumerate(levels):
                 if not opened:
@@ -288,6 +299,11 @@ class ObjectFile:
         """End the innermost level: keep its writes if ``ok``, else roll exactly them back."""
         depth = len(self.levels) - 1
         opened = self.levels.pop()
+        if depth == 0 and self._begin_is_level0:
+            self._begin_is_level0 = False
+            if not ok:
+                self.rollback()  # the batch began with this turn: nothing else to keep
+            return
         if opened:
             cursor = self.cursor
             assert cursor is not None
@@ -408,6 +424,7 @@ class ObjectFile:
         """Abandon the batch: every turn in it loses its writes."""
         self.levels.clear()
         self.in_batch = False
+        self._begin_is_level0 = False
         if self.unopened:
             return  # nothing open, nothing written since the file was made: it stays as it is
         if self.conn is not None and self.conn.in_transaction:

@@ -47,9 +47,10 @@ async def test_hooks_see_every_call_with_its_outcome_and_every_commit_with_its_b
         ("Counter", "nope", "UnknownMethod"),
     ]
     assert hooks.turns[:3] == ["on_start", "increment", "increment_then_fail"]
-    # on_start commits with the first call (batches count calls); the failed call's batch commits
-    # nothing but still closes its transaction; the five queued calls share one commit.
-    assert hooks.batches == [1, 1, 5]
+    # on_start commits with the first call (batches count calls); the failed call's batch began
+    # with its writes, so rolling them back rolls the batch back and there is no commit; the five
+    # queued calls share one commit.
+    assert hooks.batches == [1, 5]
 
 
 async def test_statistics_report_live_objects_queues_and_commits(tmp_path, autojump_clock):

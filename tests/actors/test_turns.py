@@ -186,6 +186,39 @@ async def test_calls_in_one_batch_share_a_commit_but_keep_their_own_rollback(tmp
         assert await counter.get() == 3
 
 
+class Napper(Counter):
+    async def nap(self, seconds: float) -> None:
+        await trio.sleep(seconds)  # a turn that writes nothing
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+async def test_any_turn_of_a_batch_that_fails_loses_exactly_its_own_writes(tmp_path, autojump_clock, failing):
+    """Whichever turn writes first opens the batch's transaction; failing, it loses only its writes."""
+    methods = ["increment"] * 3
+    methods[failing] = "increment_then_fail"
+    async with open_test_runtime(App([Napper]), tmp_path) as t:
+        napper = t.get("Napper", "n")
+        outcomes: dict[int, object] = {}
+
+        async def call(index: int, method: str) -> None:
+            try:
+                outcomes[index] = await napper.call(method)
+            except UserError as exc:
+                outcomes[index] = exc.type
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(napper.call, "nap", 1.0)  # busy: the calls below queue in order
+            await trio.testing.wait_all_tasks_blocked()
+            for index, method in enumerate(methods):
+                nursery.start_soon(call, index, method)
+                await trio.testing.wait_all_tasks_blocked()
+        assert t.statistics().batches_committed == 1  # the nap and the three calls: one batch
+        expected: list[object] = [1, 2]
+        expected.insert(failing, "ValueError")
+        assert [outcomes[i] for i in range(3)] == expected
+        assert await napper.get() == 2
+
+
 #### Group commit hold (pipelined FSYNC, real threads)
 
 
