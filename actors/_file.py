@@ -48,6 +48,13 @@ PAGE_SIZE = 1024
 #: 2 MiB per connection, allocated as pages are read, so a few big objects could hold gigabytes
 CACHE_SIZE = -256
 
+#: WAL pages past which a commit folds the WAL into the file (SQLite's own automatic checkpoint,
+#: which this replaces, waits for 1,000). Only a commit made in a worker thread checkpoints
+#: (``commit(checkpoint=True)``): a checkpoint fsyncs the WAL and the file, milliseconds the event
+#: loop must not wait. Smaller than SQLite's default so that reopening a resting object's file, which
+#: reads its whole WAL to rebuild the index, stays cheap.
+CHECKPOINT_PAGES = 256
+
 # Savepoint statements by depth, made once (a turn opens and releases one; nesting is shallow).
 _SAVEPOINT = tuple(f"SAVEPOINT s{depth}" for depth in range(32))
 _RELEASE = tuple(f"RELEASE s{depth}" for depth in range(32))
@@ -84,6 +91,10 @@ class ObjectFile:
         self._synchronous = synchronous
         #: the runtime fsyncs with ``sync()`` off the trio thread, so creating a file must not fsync
         self._defer_sync = defer_sync
+        #: pages in the WAL after the last commit (``CHECKPOINT_PAGES``)
+        self.wal_pages = 0
+        #: the next commit starts the WAL afresh: SQLite then fsyncs its new header inside COMMIT
+        self._wal_header_due = True
         #: the database file itself still needs an fsync (created with sync deferred)
         self._db_unsynced = False
         #: the object has no file yet: its first batch lives in an in-memory database
@@ -138,10 +149,18 @@ class ObjectFile:
         # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
         # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        # Replaces SQLite's automatic checkpoint, which would run inside a COMMIT on the event loop.
+        conn.set_wal_hook(self._committed)
         # A WAL this object made before ``release()`` may have an entry not yet fsynced: trust that
         # run's knowledge rather than the file's existence.
         known, self._released_wal_synced = self._released_wal_synced, None
-        self._wal_synced = os.path.exists(f"{self.path}-wal") and known is not False
+        try:
+            wal_size = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            wal_size = -1
+        self._wal_synced = wal_size >= 0 and known is not False
+        if wal_size <= 0:
+            self._wal_header_due = True  # no WAL yet: the first commit writes (and syncs) its header
         # One execute per PRAGMA: apsw pauses a multi-statement string at the first row it returns.
         # journal_mode=WAL is persistent in the file's header, so only a new file needs it (it costs
         # a read of the header, a good part of a cold activation). None is cached: each runs once.
@@ -338,12 +357,36 @@ class ObjectFile:
             and conn.execute("PRAGMA user_version").fetchone() == (0,)
         )
 
-    def commit(self) -> None:
-        """COMMIT the batch (durable per the synchronous setting when this returns)."""
+    def commit(self, *, checkpoint: bool = False) -> None:
+        """COMMIT the batch (durable per the synchronous setting when this returns).
+
+        With ``checkpoint`` (a worker thread) a WAL past ``CHECKPOINT_PAGES`` is then folded into
+        the file (``commit_syncs``); SQLite syncs the WAL before it copies any frame, so only
+        durable commits reach the file.
+        """
         assert self.cursor is not None
         assert not self.levels
         self.in_batch = False
         self.cursor.execute("COMMIT")
+        if checkpoint and self.wal_pages >= CHECKPOINT_PAGES:
+            assert self.conn is not None
+            log, folded = self.conn.wal_checkpoint()
+            if folded == log:
+                self.wal_pages = 0
+                self._wal_header_due = True  # every frame is in the file: the next write restarts the WAL
+
+    @property
+    def commit_syncs(self) -> bool:
+        """The next COMMIT will fsync, so it belongs in a worker thread: it writes a new WAL's header
+        (SQLite syncs that at once, after a checkpoint or in a file opened without a WAL), or the WAL
+        has grown past ``CHECKPOINT_PAGES`` and a thread's commit checkpoints it."""
+        return self._wal_header_due or self.wal_pages >= CHECKPOINT_PAGES
+
+    def _committed(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        """SQLite's WAL hook, after every commit: note the WAL's size (no checkpoint here)."""
+        self.wal_pages = pages
+        self._wal_header_due = False
+        return apsw.SQLITE_OK
 
     def materialize(self) -> None:
         """Write a new object's in-memory first batch to its file, durably (in a worker thread).

@@ -378,6 +378,9 @@ class Runtime:
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
         created = file.in_memory  # materialize() makes the new file durable itself
+        # A commit that will fsync (a checkpoint, a new WAL's header) runs in a thread, like one
+        # that records: never on the event loop.
+        in_thread = self.io_in_threads and (record or file.commit_syncs)
         now = self.clock.now() if record else 0.0
 
         def commit_sync() -> None:
@@ -386,12 +389,12 @@ class Runtime:
             if file.in_memory:
                 file.materialize()  # creates the file, durably
             else:
-                file.commit()
+                file.commit(checkpoint=in_thread or not self.io_in_threads)
 
         started = trio.current_time()
         self.commits_in_flight += 1
         try:
-            if self.io_in_threads and record:
+            if in_thread:
                 await self.sync_pool.run(commit_sync)  # uncancellable, like a shielded thread
             else:
                 # Inline (no checkpoint, so nothing can cancel it): with pipelined_sync the COMMIT

@@ -9,6 +9,7 @@ end (then fsync fails on the pipe). Every wait is bounded (``fail_after``).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -60,9 +61,19 @@ async def test_replies_wait_for_their_round_and_a_failed_sync_fails_exactly_its_
                 except ObjectReset as exc:
                     replies[name] = exc
 
-            def release_blocker() -> None:
-                """Open the pipe's other end: the held fsync goes on (and fails on the pipe)."""
-                os.close(os.open(wal(runtime, "blocker"), os.O_WRONLY | os.O_NONBLOCK))
+            async def release_blocker() -> None:
+                """Open the pipe's other end: the held fsync goes on (and fails on the pipe).
+
+                Retried while the fsync thread has not reached its open yet (ENXIO: no reader),
+                which a loaded machine can delay past ``wait_all_tasks_blocked``."""
+                while True:
+                    try:
+                        os.close(os.open(wal(runtime, "blocker"), os.O_WRONLY | os.O_NONBLOCK))
+                        return
+                    except OSError as exc:
+                        if exc.errno != errno.ENXIO:
+                            raise
+                    await trio.sleep(0.01)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(call, "blocker")
@@ -76,7 +87,9 @@ async def test_replies_wait_for_their_round_and_a_failed_sync_fails_exactly_its_
                     assert hooks.rounds == []
                     assert runtime.statistics().commits_in_flight == 1
                 finally:
-                    release_blocker()  # even if an assertion failed: closing waits for the round
+                    # even if an assertion failed: closing waits for the round
+                    with trio.CancelScope(shield=True), trio.fail_after(10):
+                        await release_blocker()
             wal(runtime, "blocker").unlink()  # (the pipe; SQLite's -wal was unlinked before)
 
             assert hooks.rounds == [1, OTHERS]  # the blocker alone, then everyone who waited
