@@ -12,15 +12,10 @@ from pathlib import Path
 import apsw
 import pytest
 
-from actors import App, DurableObject, Settings, open_runtime
+from actors import App, Settings, open_runtime
 from actors._file import CHECKPOINT_PAGES, PAGE_SIZE
 
-
-class Counter(DurableObject):
-    async def increment(self) -> int:
-        value: int = self.storage.get("value", 0) + 1
-        self.storage.put("value", value)
-        return value
+from .objects import Counter
 
 
 APP = App([Counter])
