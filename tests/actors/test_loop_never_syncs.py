@@ -17,7 +17,6 @@ from actors._file import CHECKPOINT_PAGES, PAGE_SIZE
 
 from .objects import Counter
 
-
 APP = App([Counter])
 
 
