@@ -184,7 +184,6 @@ class Activation:
             object_id,
             synchronous=runtime.object_synchronous,
             defer_sync=runtime.pipelined_sync,
-            durable_folders=runtime.durable_folders,
             legacy_path=runtime.legacy_object_path(object_id),
         )
         self.state = ActivationState.ACTIVATING

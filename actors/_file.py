@@ -18,12 +18,12 @@ Guarantees
 Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
 savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
 first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
-``rollback()``. A new object's first batch runs in memory and ``materialize()`` writes its file, which
-then stays closed (``unopened``) until the object's next read or write opens it (the exclusive lock is
-taken at the first access either way). The runtime's own statements (savepoints, the key-value API,
-COMMIT) run on one cursor kept with the connection: ``Connection.execute`` makes and tracks a new cursor
-per statement, which costs more than the statement itself on the hot path. Only statements whose rows
-are read at once use it; user SQL gets its own cursor.
+``rollback()``. A new object's first batch runs in memory; a creation round (``_creations.py``) writes
+its image as the file, which then stays closed (``unopened``) until the object's next read or write
+opens it (the exclusive lock is taken at the first access either way). The runtime's own statements
+(savepoints, the key-value API, COMMIT) run on one cursor kept with the connection:
+``Connection.execute`` makes and tracks a new cursor per statement, which costs more than the statement
+itself on the hot path. Only statements whose rows are read at once use it; user SQL gets its own cursor.
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class ObjectFile:
         *,
         synchronous: str,
         defer_sync: bool = False,
-        durable_folders: set[str] | None = None,
         legacy_path: Path | None = None,
     ) -> None:
         self.path = path
@@ -106,7 +105,7 @@ class ObjectFile:
         self.deleted_all = False
         self._user_sql = False
         self._denied: str | None = None
-        #: materialize() made the file and left it closed: the next read or write opens it
+        #: a creation round made the file and left it closed: the next read or write opens it
         self.unopened = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
@@ -114,9 +113,6 @@ class ObjectFile:
         self._released_wal_synced: bool | None = None
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
-        #: the runtime's folders known to exist with a durable entry (shared by its files; see
-        #: ``materialize``)
-        self._durable_folders = set() if durable_folders is None else durable_folders
 
     #### Opening and closing
 
@@ -187,7 +183,7 @@ class ObjectFile:
     def release(self) -> bool:
         """Close the file of a live object at rest, keeping the object; True if it was open.
 
-        The next read or write opens it again (like a file ``materialize()`` made). No checkpoint, so
+        The next read or write opens it again (like a file a creation round made). No checkpoint, so
         this is cheap enough for the event loop (the WAL, if any, stays until eviction folds it in).
         An open SQLite connection costs about 80 KiB (the WAL index alone is 32 KiB in exclusive
         mode), far more than the rest of a live object. Precondition: no batch, turn or sync running.
@@ -224,11 +220,11 @@ class ObjectFile:
             conn = self.conn
         if conn is None:
             if self._defer_sync:
-                # A new object's first batch runs in memory; the commit thread creates the file
-                # (materialize). Creating files and folders can take milliseconds while other
-                # fsyncs hold the filesystem journal, and must not block the event loop. The
-                # database starts as a copy of an empty one with the runtime's tables: cheaper
-                # than running the schema's DDL for every new object.
+                # A new object's first batch runs in memory; a creation round makes the file in
+                # the sync pool (``_creations.py``). Creating files and folders can take
+                # milliseconds while other fsyncs hold the filesystem journal, and must not block
+                # the event loop. The database starts as a copy of an empty one with the runtime's
+                # tables: cheaper than running the schema's DDL for every new object.
                 conn = apsw.Connection(":memory:")
                 conn.deserialize("main", _empty_database())
                 tables_made = True
@@ -329,16 +325,12 @@ class ObjectFile:
         self.in_batch = False
         self.cursor.execute("COMMIT")
 
-    def materialize(self) -> None:
-        """Write a new object's in-memory first batch to its file, durably (in a worker thread).
+    def image(self) -> bytes:
+        """COMMIT a new object's in-memory first batch and return its database image, marked WAL.
 
-        The database image is written to ``<name>.new`` beside the file, fsynced, and renamed into
-        place; then the folder entries (the file's, and those of folders made for it) are fsynced.
-        A crash before the rename leaves only the ``.new`` file (overwritten by the next attempt),
-        so a file under the real name is always complete. That is one new inode and two fsyncs (the
-        file and its folder), plus one for each folder not yet known durable; the backup API used
-        before also made (and fsynced) a rollback journal and its folder, twice. Then the object
-        runs on the file like any other, opened when next used.
+        The creation round (``_creations.py``) writes it to the file, durably; ``materialized()``
+        then switches the object to that file. Until then the in-memory database stays, so a failed
+        creation rolls back like any failed commit.
         """
         memory = self.conn
         assert memory is not None
@@ -350,31 +342,19 @@ class ObjectFile:
         # Bytes 18 and 19 of the header are the file format's write and read versions; 2 means WAL,
         # which is all that ``PRAGMA journal_mode=WAL`` changes in the file.
         image[18] = image[19] = 2
-        # Folders whose entries are not known durable: made if missing, and their parents fsynced
-        # below, even if another thread made them (it may not have fsynced yet). Known ones cost
-        # nothing: no stat, no mkdir, no fsync.
-        durable = self._durable_folders
-        unknown = [d for d in self.path.parents[:3] if str(d) not in durable]
-        if unknown:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = f"{self.path}.new"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(image)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temporary, self.path)
-        for folder in {self.path.parent, *(d.parent for d in unknown)}:
-            fsync_path(folder)
-        durable.update(str(d) for d in unknown)
-        # The file is left closed until the object's next read or write opens it (``unopened``):
-        # an object written once (most of a spread workload) never opens it. Opening costs more
-        # than the rest of a small object's creation: SQLite's unix VFS scans a list of every file
-        # it has open, and apsw one of every connection, so the cost grows with the live objects.
-        # Nothing is given up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        return bytes(image)
+
+    def materialized(self) -> None:
+        """The image is durable under the file's name: the object runs on the file from now on.
+
+        The file is left closed until the object's next read or write opens it (``unopened``): an
+        object written once (most of a spread workload) never opens it. Opening costs more than the
+        rest of a small object's creation: SQLite's unix VFS scans a list of every file it has open,
+        and apsw one of every connection, so the cost grows with the live objects. Nothing is given
+        up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        """
+        memory = self.conn
+        assert memory is not None
         self._use(None)
         self.in_memory = False
         self.unopened = True

@@ -31,6 +31,7 @@ from ._alarms import AlarmRefused, AlarmScheduler
 from ._app import App
 from ._catalog import Catalog, CatalogEntry
 from ._clock import EpochClock
+from ._creations import Creations
 from ._deadlines import DeadlineWatch
 from ._durability import DurabilityRounds, Round
 from ._hooks import Hooks, RuntimeStatistics
@@ -139,6 +140,8 @@ class Runtime:
             self._round_done,
             volume=data_dir if settings.sync_volume and self.pipelined_sync else None,
         )
+        #: makes new objects durable (file and catalog entry), many per round (``_creations.py``)
+        self.creations = Creations(self.sync_pool, self.catalog, self.durable_folders, clock.now)
         #: the turn_finished hook is overridden: turns are timed only then (two clock reads a turn)
         self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
         self._call_timeout = settings.call_timeout
@@ -377,21 +380,23 @@ class Runtime:
         old_alarm = activation.committed_alarm
         new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
         record = file.created or new_alarm != old_alarm
-        created = file.in_memory  # materialize() makes the new file durable itself
-        now = self.clock.now() if record else 0.0
+        # A new object's first batch ran in memory (only with pipelined_sync): a creation round
+        # writes its file and catalog entry, durably, with those of every object created meanwhile.
+        created = file.in_memory
+        now = self.clock.now() if record and not created else 0.0
 
         def commit_sync() -> None:
             if record:  # the catalog first: it may run ahead of the file, never behind
                 self.catalog.record(activation.id, new_alarm, now)
-            if file.in_memory:
-                file.materialize()  # creates the file, durably
-            else:
-                file.commit()
+            file.commit()
 
         started = trio.current_time()
         self.commits_in_flight += 1
         try:
-            if self.io_in_threads and record:
+            if created:
+                await self.creations.create(activation.id, file.path, file.image(), new_alarm)
+                file.materialized()
+            elif self.io_in_threads and record:
                 await self.sync_pool.run(commit_sync)  # uncancellable, like a shielded thread
             else:
                 # Inline (no checkpoint, so nothing can cancel it): with pipelined_sync the COMMIT

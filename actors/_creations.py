@@ -1,0 +1,248 @@
+"""Creation rounds: the new objects of many activations made durable together.
+
+Guarantees
+- **Reply after durable creation.** ``create`` returns only once the object's catalog entry is
+  committed (fsynced) and its file is durable under its real name: the image written to
+  ``<name>.new``, fsynced, renamed into place, and the folder (and the parent of every folder made
+  for it) fsynced. A file under the real name is always complete: a crash leaves at most a ``.new``
+  (overwritten by the next attempt).
+- **The catalog may run ahead of the files, never behind.** No file of a round is renamed into place
+  before the round's catalog transaction committed. A crash in between leaves entries without files,
+  which the catalog allows (an object with no data).
+- **A failed creation fails exactly its own calls.** A file that cannot be written, fsynced or renamed
+  fails only its own ``create``; a folder whose fsync fails fails the files renamed into it (or made
+  under it). Only a failed catalog transaction fails every creation of its round: none of them has an
+  entry then, and none of their files is renamed into place.
+
+Mechanism: one round is in flight at a time and holds every creation asked for since the previous
+round started (the self-clocking group commit of ``_durability.py``). A round requested with none in
+flight starts at once. It runs in the sync pool in two stages, with no thread ever waiting on
+another: first the catalog transaction (one fsync for the whole round) in parallel with parts that
+make the missing folders and write and fsync the ``.new`` files; the last job of that stage submits
+the second: parts that each take whole folders, rename the round's files into them and fsync each
+folder once, however many of the round's files it received. The last part hands the round back to
+the trio thread with one ``run_sync_soon``. So a creation costs two fsyncs of its own (its file and,
+shared, its folder) and a share of one catalog fsync, and thread hand-offs are paid per round, not
+per object: before, each creation was a pool job of its own with three fsyncs (catalog, file, folder).
+
+XX: the catalog's fsync and the first stage's run in parallel, but a large round's second stage only
+starts when the slowest ``.new`` fsync ends; pipelining the stages across rounds would bound that.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import outcome
+import trio
+
+from ._file import fsync_path
+from ._syncpool import SyncPool
+
+if TYPE_CHECKING:
+    from ._catalog import Catalog
+    from ._ids import ObjectId
+
+#: parallel parts of a stage (concurrent fsyncs on the disk; the pool has ``FSYNC_THREADS``)
+CREATION_PARTS: Final = 8
+
+
+class Creation:
+    """One new object's file: what to write where, and who waits for it."""
+
+    __slots__ = ("alarm", "error", "folders", "image", "made", "object_id", "path", "task")
+
+    def __init__(self, object_id: ObjectId, path: Path, image: bytes, alarm: float | None) -> None:
+        self.object_id = object_id
+        self.path = path
+        self.image = image
+        self.alarm = alarm
+        #: the folders whose fsync makes this file's name durable (its own, and parents of new ones)
+        self.folders: tuple[str, ...] = ()
+        #: the folders above it not known durable when its round started (made if missing)
+        self.made: tuple[str, ...] = ()
+        #: why it failed (None: durable)
+        self.error: BaseException | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+
+class CreationRound:
+    """The creations one round makes durable (its fields are written by pool threads)."""
+
+    __slots__ = ("_lock", "_remaining", "catalog_error", "creations", "folder_errors", "folders")
+
+    def __init__(self, creations: list[Creation]) -> None:
+        self.creations = creations
+        #: folder -> the round's files to rename into it (parents of new folders: none, fsync only)
+        self.folders: dict[str, list[Creation]] = {}
+        #: folder -> why its fsync failed
+        self.folder_errors: dict[str, BaseException] = {}
+        self.catalog_error: BaseException | None = None
+        self._remaining = 0
+        self._lock = threading.Lock()
+
+    def count_down(self) -> bool:
+        """A job of the current stage ended: True for the last one."""
+        with self._lock:
+            self._remaining -= 1
+            return self._remaining == 0
+
+
+class Creations:
+    """Creation rounds of one runtime (see the module docstring)."""
+
+    def __init__(
+        self, pool: SyncPool, catalog: Catalog, durable_folders: set[str], now: Callable[[], float]
+    ) -> None:
+        self._pool = pool
+        self._catalog = catalog
+        #: folders known to exist with a durable entry (shared with ``ObjectFile``s and moves)
+        self._durable = durable_folders
+        #: epoch seconds, for the catalog's ``created``
+        self._now = now
+        self._waiting: list[Creation] = []
+        self._round: CreationRound | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Creations waiting for the next round."""
+        return len(self._waiting)
+
+    async def create(self, object_id: ObjectId, path: Path, image: bytes, alarm: float | None) -> None:
+        """Make the object durable: ``image`` as its file at ``path``, and a catalog entry with
+        ``alarm``. Returns once both are durable; raises what made it fail (then its file is not
+        under ``path``, unless only a folder's fsync failed: the outcome is unknown). Uncancellable
+        once called, like a shielded thread: the round it joined is seen through."""
+        creation = Creation(object_id, path, image, alarm)
+        creation.task = trio.lowlevel.current_task()
+        self._waiting.append(creation)
+        if self._round is None:
+            self._start()
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        if creation.error is not None:
+            raise creation.error
+
+    def _start(self) -> None:
+        creations, self._waiting = self._waiting, []
+        durable = self._durable
+        for creation in creations:
+            parents = creation.path.parents
+            # Folders not known durable: made if missing, and their parents fsynced (even if another
+            # round made them: it may not have fsynced yet). Known ones cost no stat, mkdir or fsync.
+            made = creation.made = tuple(str(d) for d in parents[:3] if str(d) not in durable)
+            creation.folders = (str(parents[0]), *(str(Path(d).parent) for d in made))
+        current = self._round = CreationRound(creations)
+        token = trio.lowlevel.current_trio_token()
+
+        def finish() -> None:
+            try:
+                token.run_sync_soon(self._complete, current)
+            except trio.RunFinishedError:
+                pass  # the runtime is gone (crash); nothing is waiting any more
+
+        def stage_done(_: outcome.Outcome[Any]) -> None:
+            if current.count_down():
+                self._second_stage(current, finish)
+
+        rows = [(c.object_id, c.alarm) for c in creations]
+        now = self._now()
+
+        def record() -> None:
+            try:
+                self._catalog.record_all(rows, now)
+            except BaseException as exc:
+                current.catalog_error = exc
+
+        parts = min(len(creations), CREATION_PARTS)
+        current._remaining = parts + 1
+        self._pool.submit(record, stage_done)
+        for start in range(parts):
+            self._pool.submit(_write_part(creations[start::parts]), stage_done)
+
+    def _second_stage(self, current: CreationRound, finish: Callable[[], None]) -> None:
+        """In the pool thread that ended the first stage: the renames and folder fsyncs, in parts
+        that each take whole folders (so each folder is fsynced once, after its last rename)."""
+        if current.catalog_error is not None:
+            finish()  # nothing is renamed: no file may get ahead of the catalog
+            return
+        folders = current.folders
+        for creation in current.creations:
+            for folder in creation.folders:
+                folders.setdefault(folder, [])
+            if creation.error is None:
+                folders[creation.folders[0]].append(creation)
+        names = list(folders)
+        parts = min(len(names), CREATION_PARTS)
+        current._remaining = parts
+
+        def done(_: outcome.Outcome[Any]) -> None:
+            if current.count_down():
+                finish()
+
+        for start in range(parts):
+            self._pool.submit(_folder_part(current, names[start::parts]), done)
+
+    def _complete(self, finished: CreationRound) -> None:
+        """On the trio thread: start the next round, then wake this one's creators."""
+        self._round = None
+        if self._waiting:
+            self._start()
+        failed = finished.folder_errors
+        for creation in finished.creations:
+            error = finished.catalog_error or creation.error
+            if error is None:
+                error = next((failed[f] for f in creation.folders if f in failed), None)
+            if error is None and creation.made:
+                self._durable.update(creation.made)  # made, and its entry fsynced in its parent
+            creation.error = error
+            creation.image = b""
+            task, creation.task = creation.task, None
+            assert task is not None
+            trio.lowlevel.reschedule(task)
+
+
+def _write_part(creations: list[Creation]) -> Callable[[], None]:
+    def write() -> None:
+        for creation in creations:
+            try:
+                if creation.made:
+                    # Parts run in parallel: each makes what its files need (exist_ok: races are fine).
+                    os.makedirs(creation.path.parent, exist_ok=True)
+                _write_new(creation)
+            except Exception as exc:  # this file fails; the others go on
+                creation.error = exc
+
+    return write
+
+
+def _write_new(creation: Creation) -> None:
+    """``<name>.new``: the image, written and fsynced (not yet under the real name)."""
+    fd = os.open(f"{creation.path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(creation.image)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _folder_part(current: CreationRound, names: list[str]) -> Callable[[], None]:
+    def rename_and_fsync() -> None:
+        folders = current.folders
+        for name in names:
+            for creation in folders[name]:
+                try:
+                    os.rename(f"{creation.path}.new", creation.path)
+                except Exception as exc:  # this file fails; the folder is still fsynced
+                    creation.error = exc
+            try:
+                fsync_path(name)
+            except Exception as exc:
+                current.folder_errors[name] = exc
+
+    return rename_and_fsync
