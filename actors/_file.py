@@ -104,6 +104,8 @@ class ObjectFile:
         #: delete_all ran in the current batch
         self.deleted_all = False
         self._user_sql = False
+        #: user SQL ran on the connection (an in-memory one is then not kept for another object)
+        self._ran_user_sql = False
         self._denied: str | None = None
         #: a creation round made the file and left it closed: the next read or write opens it
         self.unopened = False
@@ -224,11 +226,15 @@ class ObjectFile:
                 # the sync pool (``_creations.py``). Creating files and folders can take
                 # milliseconds while other fsyncs hold the filesystem journal, and must not block
                 # the event loop. The database starts as a copy of an empty one with the runtime's
-                # tables: cheaper than running the schema's DDL for every new object.
-                conn = apsw.Connection(":memory:")
+                # tables: cheaper than running the schema's DDL for every new object, and on a
+                # connection kept from an earlier creation when there is one (``_MEMORY_SPARES``).
+                if _MEMORY_SPARES:
+                    conn = _MEMORY_SPARES.pop()
+                else:
+                    conn = apsw.Connection(":memory:")
+                    conn.execute("PRAGMA foreign_keys=ON").fetchall()
                 conn.deserialize("main", _empty_database())
                 tables_made = True
-                conn.execute("PRAGMA foreign_keys=ON").fetchall()
                 conn.authorizer = self._authorize
                 self._use(conn)
                 self.in_memory = True
@@ -359,7 +365,11 @@ class ObjectFile:
         self.in_memory = False
         self.unopened = True
         self._wal_synced = False
-        memory.close()
+        memory.authorizer = None
+        if self._ran_user_sql or len(_MEMORY_SPARES) >= MEMORY_SPARES:
+            memory.close()  # user SQL can leave state beyond the main database (TEMP tables)
+        else:
+            _MEMORY_SPARES.append(memory)
 
     def sync(self) -> None:
         """Make every committed transaction durable: fsync the WAL (and new folder entries).
@@ -422,7 +432,7 @@ class ObjectFile:
     def run_user_sql(self, query: str, params: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...], int]:
         """Run user SQL under the authorizer; returns rows, column names and rows changed."""
         conn = self.writable()
-        self._user_sql = True
+        self._user_sql = self._ran_user_sql = True
         self._denied = None
         try:
             cursor = conn.cursor()
@@ -466,6 +476,14 @@ class ObjectFile:
 
 
 _EMPTY_DATABASE: bytes | None = None
+
+#: in-memory connections kept for the next new objects' first batches (shared by the process's
+#: runtimes): opening one and closing it cost the event loop about 30 µs
+#: more than ``deserialize`` into a kept one, and more the more connections the process has open.
+#: Only connections that ran no user SQL are kept (``deserialize`` replaces the main database, not
+#: a TEMP one); at most ``MEMORY_SPARES``.
+_MEMORY_SPARES: list[apsw.Connection] = []
+MEMORY_SPARES = 64
 
 
 def _empty_database() -> bytes:

@@ -1,0 +1,178 @@
+"""Creation rounds: many new objects made durable together (catalog entries and files), replies only
+after, a failed file failing only its own object.
+
+These run the real runtime (pool threads, real files). A round is held with a named pipe in place of
+one object's ``<name>.new``: its writer blocks opening the pipe until the test opens the other end
+(then the write or the fsync fails on the pipe). A file that cannot be written is a folder put where
+its ``.new`` goes. Every wait is bounded (``fail_after``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from actors import App, Runtime, open_runtime
+from actors.errors import ObjectReset
+
+from .objects import Counter
+from .storage_objects import Store
+
+APP = App([Counter])
+OTHERS = 12
+
+
+def path_of(runtime: Runtime, name: str) -> Path:
+    return runtime.object_path(APP.id_from_name("Counter", name))
+
+
+def temporary_of(runtime: Runtime, name: str) -> Path:
+    path = path_of(runtime, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(f"{path}.new")
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files under ``folder`` (a sync helper: no pathlib walk inside an async test)."""
+    return list(folder.rglob("*.new"))
+
+
+def catalog_names(runtime: Runtime) -> set[str | None]:
+    return {entry.id.name for entry in runtime.list_objects(limit=1000)}
+
+
+async def test_creations_wait_for_their_round_and_a_file_that_cannot_be_written_fails_only_its_object(
+    tmp_path,
+):
+    names = [f"o{i}" for i in range(OTHERS)]
+    with trio.fail_after(20):
+        async with open_runtime(APP, tmp_path) as runtime:
+            # The blocker's round writes its file into a named pipe: the writer waits for a reader.
+            os.mkfifo(temporary_of(runtime, "blocker"))
+            # o0's file cannot be written: a folder stands where its .new goes.
+            temporary_of(runtime, "o0").mkdir()
+            replies: dict[str, object] = {}
+
+            async def call(name: str) -> None:
+                try:
+                    replies[name] = await runtime.get("Counter", name).increment()
+                except ObjectReset as exc:
+                    replies[name] = exc
+
+            def release_blocker() -> None:
+                """Open the pipe's other end: the held write goes on (and fails on the pipe)."""
+                os.close(os.open(temporary_of(runtime, "blocker"), os.O_RDONLY | os.O_NONBLOCK))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "blocker")
+                await trio.testing.wait_all_tasks_blocked()  # its round is in flight, held
+                try:
+                    for name in names:
+                        nursery.start_soon(call, name)
+                    await trio.testing.wait_all_tasks_blocked()
+                    # Every other object ran its turn and waits for the next round: no reply, no
+                    # file under its name and no catalog entry yet.
+                    assert replies == {}
+                    assert runtime.creations.waiting == OTHERS
+                    assert not any(path_of(runtime, name).exists() for name in names)
+                    assert catalog_names(runtime) == {"blocker"}
+                finally:
+                    release_blocker()  # even if an assertion failed: closing waits for the round
+
+            assert isinstance(replies.pop("blocker"), ObjectReset)
+            assert isinstance(replies.pop("o0"), ObjectReset)
+            assert replies == {name: 1 for name in names[1:]}
+            # The failed ones have no file under their name (their entries ran ahead: harmless).
+            assert not path_of(runtime, "blocker").exists()
+            assert not path_of(runtime, "o0").exists()
+            assert catalog_names(runtime) == {"blocker", *names}
+            # Once the obstacle is gone, the next call creates the object.
+            temporary_of(runtime, "o0").rmdir()
+            assert await runtime.get("Counter", "o0").increment() == 1
+        async with open_runtime(APP, tmp_path) as runtime:
+            for name in names:
+                assert await runtime.get("Counter", name).get() == 1
+            assert await runtime.get("Counter", "blocker").get() == 0
+
+
+async def test_a_failed_catalog_transaction_fails_its_round_and_renames_none_of_its_files(
+    tmp_path, monkeypatch
+):
+    names = [f"c{i}" for i in range(OTHERS)]
+    with trio.fail_after(20):
+        async with open_runtime(APP, tmp_path) as runtime:
+            os.mkfifo(temporary_of(runtime, "blocker"))
+            errors: dict[str, BaseException] = {}
+
+            async def call(name: str) -> None:
+                try:
+                    await runtime.get("Counter", name).increment()
+                except ObjectReset as exc:
+                    errors[name] = exc
+
+            def refuse(*args: object) -> None:
+                raise OSError("the catalog's disk is full")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "blocker")
+                await trio.testing.wait_all_tasks_blocked()
+                try:
+                    monkeypatch.setattr(runtime.catalog, "record_all", refuse)
+                    for name in names:
+                        nursery.start_soon(call, name)
+                    await trio.testing.wait_all_tasks_blocked()
+                finally:
+                    os.close(os.open(temporary_of(runtime, "blocker"), os.O_RDONLY | os.O_NONBLOCK))
+            monkeypatch.undo()
+            assert sorted(errors) == sorted(["blocker", *names])
+            assert not any(path_of(runtime, name).exists() for name in names)
+            # (The blocker's own round may have recorded it before the catalog was made to fail.)
+            assert catalog_names(runtime) - {"blocker"} == set()
+            # The next round records and creates them.
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(runtime.get("Counter", name).increment)
+            assert catalog_names(runtime) - {"blocker"} == set(names)
+        async with open_runtime(APP, tmp_path) as runtime:
+            for name in names:
+                assert await runtime.get("Counter", name).get() == 1
+
+
+@pytest.mark.parametrize("objects", [1, 200])
+async def test_created_objects_survive_a_restart_with_complete_files_and_catalog_entries(
+    tmp_path, objects
+):
+    names = [f"n{i}" for i in range(objects)]
+    with trio.fail_after(30):
+        async with open_runtime(APP, tmp_path) as runtime:
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(runtime.get("Counter", name).increment, 7)
+            # Every folder a file was made in is known durable now; no .new is left.
+            assert {str(path_of(runtime, name).parent) for name in names} <= runtime.durable_folders
+            assert not leftovers(tmp_path / "objects")
+        async with open_runtime(APP, tmp_path) as runtime:
+            assert catalog_names(runtime) == set(names)
+            for name in names:
+                assert await runtime.get("Counter", name).get() == 7
+
+
+async def test_a_new_objects_temporary_table_never_reaches_the_next_new_object(tmp_path):
+    """First batches run in memory, on connections kept across creations: never one that ran user
+    SQL (a TEMP table outlives the main database's replacement)."""
+    app = App([Store])
+    with trio.fail_after(20):
+        async with open_runtime(app, tmp_path) as runtime:
+            for name in ("a", "b", "c"):
+                object_id = app.id_from_name("Store", name)
+                seen = await runtime.call(object_id, "sql", ["SELECT name FROM sqlite_temp_schema"])
+                assert seen["rows"] == []
+                # One batch creates the object and a TEMP table on its in-memory connection.
+                await runtime.call(object_id, "get_then_sql", ["k", "CREATE TEMP TABLE scratch (x)"])
+            for name in ("a", "b", "c"):
+                stored = await runtime.call(app.id_from_name("Store", name), "get", ["k"])
+                assert stored == "written by put"
