@@ -106,6 +106,8 @@ class ObjectFile:
         self._user_sql = False
         #: user SQL ran on the connection (an in-memory one is then not kept for another object)
         self._ran_user_sql = False
+        #: the in-memory first batch's image had the template's size (``materialized``)
+        self._template_sized = False
         self._denied: str | None = None
         #: a creation round made the file and left it closed: the next read or write opens it
         self.unopened = False
@@ -120,7 +122,7 @@ class ObjectFile:
 
     def open_if_exists(self) -> None:
         """Open the file if it exists; an object without a file reads as empty."""
-        if self.conn is None and self.path.exists():
+        if self.conn is None and os.path.exists(self.path):
             self._connect()
         elif self.conn is None and self._legacy_path is not None and self._legacy_path.exists():
             move_legacy_file(self._legacy_path, self.path)
@@ -226,14 +228,16 @@ class ObjectFile:
                 # the sync pool (``_creations.py``). Creating files and folders can take
                 # milliseconds while other fsyncs hold the filesystem journal, and must not block
                 # the event loop. The database starts as a copy of an empty one with the runtime's
-                # tables: cheaper than running the schema's DDL for every new object, and on a
-                # connection kept from an earlier creation when there is one (``_MEMORY_SPARES``).
+                # tables: cheaper than running the schema's DDL for every new object. Better
+                # still, a connection kept from an earlier creation, emptied back to that copy
+                # (``_MEMORY_SPARES``): no connection to open, no schema to parse again.
                 if _MEMORY_SPARES:
                     conn = _MEMORY_SPARES.pop()
                 else:
                     conn = apsw.Connection(":memory:")
-                    conn.execute("PRAGMA foreign_keys=ON").fetchall()
-                conn.deserialize("main", _empty_database())
+                    conn.deserialize("main", _empty_database())
+                    for pragma in ("foreign_keys=ON", "secure_delete=ON"):
+                        conn.execute(f"PRAGMA {pragma}").fetchall()
                 tables_made = True
                 conn.authorizer = self._authorize
                 self._use(conn)
@@ -342,9 +346,11 @@ class ObjectFile:
         assert memory is not None
         assert self.in_memory
         assert not self.levels
-        memory.execute("COMMIT")
+        assert self.cursor is not None
+        self.cursor.execute("COMMIT")
         self.in_batch = False
         image = bytearray(memory.serialize("main"))
+        self._template_sized = len(image) == len(_empty_database())
         # Bytes 18 and 19 of the header are the file format's write and read versions; 2 means WAL,
         # which is all that ``PRAGMA journal_mode=WAL`` changes in the file.
         image[18] = image[19] = 2
@@ -366,10 +372,18 @@ class ObjectFile:
         self.unopened = True
         self._wal_synced = False
         memory.authorizer = None
-        if self._ran_user_sql or len(_MEMORY_SPARES) >= MEMORY_SPARES:
-            memory.close()  # user SQL can leave state beyond the main database (TEMP tables)
-        else:
-            _MEMORY_SPARES.append(memory)
+        # Kept for the next new object only if emptying it leaves the template exactly: no user
+        # SQL ran (it can leave state beyond the runtime's tables: TEMP tables, user_version) and
+        # the first batch fit in the template's pages (no free page to carry into the next image).
+        if self._ran_user_sql or not self._template_sized or len(_MEMORY_SPARES) >= MEMORY_SPARES:
+            memory.close()
+            return
+        try:
+            memory.execute(_EMPTY_AGAIN)
+        except apsw.Error:
+            memory.close()
+            return
+        _MEMORY_SPARES.append(memory)
 
     def sync(self) -> None:
         """Make every committed transaction durable: fsync the WAL (and new folder entries).
@@ -478,12 +492,18 @@ class ObjectFile:
 _EMPTY_DATABASE: bytes | None = None
 
 #: in-memory connections kept for the next new objects' first batches (shared by the process's
-#: runtimes): opening one and closing it cost the event loop about 30 µs
-#: more than ``deserialize`` into a kept one, and more the more connections the process has open.
-#: Only connections that ran no user SQL are kept (``deserialize`` replaces the main database, not
-#: a TEMP one); at most ``MEMORY_SPARES``.
+#: runtimes), each holding the template's tables, empty again. A fresh connection and ``deserialize``
+#: cost the event loop 30-80 µs per new object (more the more connections the process has open), and
+#: the first statement after ``deserialize`` parses the schema again; emptying a kept one costs a few
+#: µs. ``secure_delete`` zeroes what the deletes free, so no byte of one object's first batch reaches
+#: the next object's file (``tests/actors/test_creation_rounds.py``). At most ``MEMORY_SPARES``.
 _MEMORY_SPARES: list[apsw.Connection] = []
 MEMORY_SPARES = 64
+#: empties a kept connection back to the template (the schema version row stays)
+_EMPTY_AGAIN = (
+    "BEGIN; DELETE FROM _actors_kv; DELETE FROM _actors_alarm; "
+    "DELETE FROM _actors_meta WHERE key <> 'schema_version'; COMMIT"
+)
 
 
 def _empty_database() -> bytes:

@@ -176,3 +176,28 @@ async def test_a_new_objects_temporary_table_never_reaches_the_next_new_object(t
             for name in ("a", "b", "c"):
                 stored = await runtime.call(app.id_from_name("Store", name), "get", ["k"])
                 assert stored == "written by put"
+
+
+async def test_no_byte_of_a_new_objects_first_batch_reaches_the_next_new_objects_file(tmp_path):
+    """The in-memory connection of one first batch serves the next new object, emptied: the deleted
+    rows are zeroed (secure_delete), not left in the free space of the next file's pages."""
+    app = App([Store])
+    secret = "secret-" * 20  # fits the template's pages (no overflow page): the connection is kept
+    with trio.fail_after(20):
+        async with open_runtime(app, tmp_path) as runtime:
+            first = app.id_from_name("Store", "a-first-object-with-a-long-name")
+            second = app.id_from_name("Store", "b")
+            await runtime.call(first, "put", ["key", secret])
+            await runtime.call(second, "put", ["k", 1])
+            image = read_bytes(runtime.object_path(second))
+        assert len(image) == 4096  # the template's four pages
+        assert b"secret-" not in image
+        assert b"a-first-object" not in image
+        async with open_runtime(app, tmp_path) as runtime:
+            assert await runtime.call(first, "get", ["key"]) == secret
+            assert await runtime.call(second, "list") == [["k", 1]]
+
+
+def read_bytes(path: Path) -> bytes:
+    """(A sync helper: no blocking pathlib call inside an async test.)"""
+    return path.read_bytes()
