@@ -661,7 +661,7 @@ class Activation:
                     await self._wait_synced()
             if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
-            elif not runtime.io_in_threads:
+            elif not runtime.io_in_threads or self.file.closes_at_once:
                 self.file.close(checkpoint=checkpoint)
             else:
                 with trio.CancelScope(shield=True):

@@ -111,6 +111,8 @@ class ObjectFile:
         self._denied: str | None = None
         #: a creation round made the file and left it closed: the next read or write opens it
         self.unopened = False
+        #: the file has no -wal: a creation round wrote it and nothing opened it since
+        self._wal_absent = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
         #: ``_wal_synced`` when ``release()`` closed the file (None: not released since)
@@ -129,7 +131,7 @@ class ObjectFile:
             self._connect()
 
     def _connect(self, *, new: bool = False) -> None:
-        self.unopened = False
+        self.unopened = self._wal_absent = False
         conn = apsw.Connection(str(self.path))
         # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
         # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
@@ -183,6 +185,13 @@ class ObjectFile:
             conn.close()
         self.levels.clear()
         self.in_batch = False
+
+    @property
+    def closes_at_once(self) -> bool:
+        """``close(checkpoint=True)`` would do no I/O (nothing open, no WAL to fold in): the event
+        loop may call it. An object created and never used again (most of a spread workload) is
+        evicted so, without a thread hand-off."""
+        return self.conn is None and (not self.unopened or self._wal_absent)
 
     def release(self) -> bool:
         """Close the file of a live object at rest, keeping the object; True if it was open.
@@ -369,7 +378,7 @@ class ObjectFile:
         assert memory is not None
         self._use(None)
         self.in_memory = False
-        self.unopened = True
+        self.unopened = self._wal_absent = True
         self._wal_synced = False
         memory.authorizer = None
         # Kept for the next new object only if emptying it leaves the template exactly: no user
