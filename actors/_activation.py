@@ -326,6 +326,12 @@ class Activation:
             self._fail_queue(lambda: error)
             return False
         self.instance = instance
+        if self.cls.on_start is DurableObject.on_start:
+            # Nothing to run (the default does nothing): no turn, savepoint or cancel scope, which
+            # would cost a new object about as much as its call's own turn.
+            self._set_state(ActivationState.ACTIVE)
+            runtime.hooks.activated(self.id.cls, trio.current_time() - started)
+            return True
         work = Work(_call_on_start, "on_start", started + runtime.settings.call_timeout, object(), False)
         await self.run_reentrant(work)
         if work.error is not None:

@@ -330,9 +330,11 @@ class ObjectFile:
         conn = self.readable()
         if conn is None:
             return True
+        cursor = self.cursor  # the kept one: a new object's commit asks this every time
+        assert cursor is not None
         return (
-            conn.execute("SELECT 1 FROM _actors_kv LIMIT 1").fetchone() is None
-            and conn.execute("SELECT 1 FROM _actors_alarm").fetchone() is None
+            cursor.execute("SELECT 1 FROM _actors_kv LIMIT 1").get is None
+            and cursor.execute("SELECT 1 FROM _actors_alarm").get is None
             and not user_schema_objects(conn)
             and conn.execute("PRAGMA user_version").fetchone() == (0,)
         )

@@ -124,6 +124,7 @@ class Runtime:
             "NORMAL" if self.pipelined_sync else settings.durability.sqlite_synchronous
         )
         self.catalog = Catalog(data_dir / "catalog.sqlite3", synchronous="FULL")
+        self._objects = str(data_dir / "objects")
         #: folders of object files known to exist with a durable entry (filled as files are made)
         self.durable_folders: set[str] = set()
         #: classes with files in the older two-level layout (found once, here: nothing makes more)
@@ -164,7 +165,8 @@ class Runtime:
         million objects). Only a class's first few hundred objects make a folder: each costs a new
         inode and an fsync of its parent, which the deeper layout before paid for most objects."""
         h = object_id.hex
-        return self.data_dir / "objects" / object_id.cls / h[:2] / f"{h}.sqlite3"
+        # One parse of one string (four ``/`` joins cost a new object's activation 10-15 µs)
+        return Path(f"{self._objects}/{object_id.cls}/{h[:2]}/{h}.sqlite3")
 
     def legacy_object_path(self, object_id: ObjectId) -> Path | None:
         """Where versions before the flat layout kept the file (``<h0h1>/<h2h3>/``; moved on use), or
