@@ -73,7 +73,7 @@ class Creation:
 class CreationRound:
     """The creations one round makes durable (its fields are written by pool threads)."""
 
-    __slots__ = ("_lock", "_remaining", "catalog_error", "creations", "folder_errors", "folders")
+    __slots__ = ("_lock", "_remaining", "creations", "folder_errors", "folders", "round_error")
 
     def __init__(self, creations: list[Creation]) -> None:
         self.creations = creations
@@ -81,7 +81,8 @@ class CreationRound:
         self.folders: dict[str, list[Creation]] = {}
         #: folder -> why its fsync failed
         self.folder_errors: dict[str, BaseException] = {}
-        self.catalog_error: BaseException | None = None
+        #: fails every creation of the round: the catalog transaction failed (or a ``syncfs``)
+        self.round_error: BaseException | None = None
         self._remaining = 0
         self._lock = threading.Lock()
 
@@ -96,9 +97,18 @@ class Creations:
     """Creation rounds of one runtime (see the module docstring)."""
 
     def __init__(
-        self, pool: SyncPool, catalog: Catalog, durable_folders: set[str], now: Callable[[], float]
+        self,
+        pool: SyncPool,
+        catalog: Catalog,
+        durable_folders: set[str],
+        now: Callable[[], float],
+        *,
+        sync_volume: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
+        #: ``syncfs`` of the data volume (``Settings.sync_volume``): it replaces every file's and
+        #: folder's fsync of a round (one before the renames, one after); None: fsync each
+        self._sync_volume = sync_volume
         self._catalog = catalog
         #: folders known to exist with a durable entry (shared with ``ObjectFile``s and moves)
         self._durable = durable_folders
@@ -130,11 +140,15 @@ class Creations:
         creations, self._waiting = self._waiting, []
         durable = self._durable
         for creation in creations:
-            parents = creation.path.parents
+            folder = os.path.dirname(creation.path)
+            if folder in durable:  # and so are those above it: a folder is added with its parents
+                creation.folders = (folder,)
+                continue
             # Folders not known durable: made if missing, and their parents fsynced (even if another
             # round made them: it may not have fsynced yet). Known ones cost no stat, mkdir or fsync.
+            parents = creation.path.parents
             made = creation.made = tuple(str(d) for d in parents[:3] if str(d) not in durable)
-            creation.folders = (str(parents[0]), *(str(Path(d).parent) for d in made))
+            creation.folders = (folder, *(os.path.dirname(d) for d in made))
         current = self._round = CreationRound(creations)
         token = trio.lowlevel.current_trio_token()
 
@@ -144,9 +158,16 @@ class Creations:
             except trio.RunFinishedError:
                 pass  # the runtime is gone (crash); nothing is waiting any more
 
+        sync_volume = self._sync_volume
+
         def stage_done(_: outcome.Outcome[Any]) -> None:
-            if current.count_down():
+            if not current.count_down():
+                return
+            if sync_volume is None:
                 self._second_stage(current, finish)
+            else:
+                _rename_with_syncfs(current, sync_volume)
+                finish()
 
         rows = [(c.object_id, c.alarm) for c in creations]
         now = self._now()
@@ -155,18 +176,18 @@ class Creations:
             try:
                 self._catalog.record_all(rows, now)
             except BaseException as exc:
-                current.catalog_error = exc
+                current.round_error = exc
 
         parts = min(len(creations), CREATION_PARTS)
         current._remaining = parts + 1
         self._pool.submit(record, stage_done)
         for start in range(parts):
-            self._pool.submit(_write_part(creations[start::parts]), stage_done)
+            self._pool.submit(_write_part(creations[start::parts], fsync=sync_volume is None), stage_done)
 
     def _second_stage(self, current: CreationRound, finish: Callable[[], None]) -> None:
         """In the pool thread that ended the first stage: the renames and folder fsyncs, in parts
         that each take whole folders (so each folder is fsynced once, after its last rename)."""
-        if current.catalog_error is not None:
+        if current.round_error is not None:
             finish()  # nothing is renamed: no file may get ahead of the catalog
             return
         folders = current.folders
@@ -193,7 +214,7 @@ class Creations:
             self._start()
         failed = finished.folder_errors
         for creation in finished.creations:
-            error = finished.catalog_error or creation.error
+            error = finished.round_error or creation.error
             if error is None:
                 error = next((failed[f] for f in creation.folders if f in failed), None)
             if error is None and creation.made:
@@ -205,30 +226,54 @@ class Creations:
             trio.lowlevel.reschedule(task)
 
 
-def _write_part(creations: list[Creation]) -> Callable[[], None]:
+def _write_part(creations: list[Creation], *, fsync: bool) -> Callable[[], None]:
     def write() -> None:
         for creation in creations:
             try:
                 if creation.made:
                     # Parts run in parallel: each makes what its files need (exist_ok: races are fine).
                     os.makedirs(creation.path.parent, exist_ok=True)
-                _write_new(creation)
+                _write_new(creation, fsync=fsync)
             except Exception as exc:  # this file fails; the others go on
                 creation.error = exc
 
     return write
 
 
-def _write_new(creation: Creation) -> None:
-    """``<name>.new``: the image, written and fsynced (not yet under the real name)."""
+def _write_new(creation: Creation, *, fsync: bool) -> None:
+    """``<name>.new``: the image, written (and fsynced) under a name no reader looks at."""
     fd = os.open(f"{creation.path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(creation.image)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _rename_with_syncfs(current: CreationRound, sync_volume: Callable[[], None]) -> None:
+    """With ``sync_volume``, in the thread that ended the first stage: ``syncfs`` (every ``.new``
+    and folder made is durable), the renames, ``syncfs`` again (every new name is durable). A
+    failed ``syncfs`` cannot say whose data it lost: it fails every creation of the round."""
+    if current.round_error is not None:
+        return  # nothing is renamed: no file may get ahead of the catalog
+    try:
+        sync_volume()
+    except Exception as exc:
+        current.round_error = exc
+        return
+    for creation in current.creations:
+        if creation.error is None:
+            try:
+                os.rename(f"{creation.path}.new", creation.path)
+            except Exception as exc:  # this file fails; the others go on
+                creation.error = exc
+    try:
+        sync_volume()
+    except Exception as exc:
+        current.round_error = exc
 
 
 def _folder_part(current: CreationRound, names: list[str]) -> Callable[[], None]:

@@ -142,7 +142,13 @@ class Runtime:
             volume=data_dir if settings.sync_volume and self.pipelined_sync else None,
         )
         #: makes new objects durable (file and catalog entry), many per round (``_creations.py``)
-        self.creations = Creations(self.sync_pool, self.catalog, self.durable_folders, clock.now)
+        self.creations = Creations(
+            self.sync_pool,
+            self.catalog,
+            self.durable_folders,
+            clock.now,
+            sync_volume=self.rounds.volume_sync,
+        )
         #: the turn_finished hook is overridden: turns are timed only then (two clock reads a turn)
         self.times_turns = type(hooks).turn_finished is not Hooks.turn_finished
         self._call_timeout = settings.call_timeout

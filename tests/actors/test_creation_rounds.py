@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import App, Runtime, open_runtime
+from actors import App, Runtime, Settings, open_runtime
 from actors.errors import ObjectReset
 
 from .objects import Counter
@@ -99,6 +99,31 @@ async def test_creations_wait_for_their_round_and_a_file_that_cannot_be_written_
             assert await runtime.get("Counter", "blocker").get() == 0
 
 
+async def test_with_sync_volume_a_file_that_cannot_be_written_fails_only_its_object(tmp_path):
+    """Two ``syncfs`` per round instead of the files' and folders' fsyncs; a failed write still
+    fails only its own object."""
+    names = [f"v{i}" for i in range(OTHERS)]
+    with trio.fail_after(20):
+        async with open_runtime(APP, tmp_path, settings=Settings(sync_volume=True)) as runtime:
+            temporary_of(runtime, "v3").mkdir()
+            replies: dict[str, object] = {}
+
+            async def call(name: str) -> None:
+                try:
+                    replies[name] = await runtime.get("Counter", name).increment()
+                except ObjectReset as exc:
+                    replies[name] = exc
+
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(call, name)
+            assert isinstance(replies.pop("v3"), ObjectReset)
+            assert replies == {name: 1 for name in names if name != "v3"}
+        async with open_runtime(APP, tmp_path) as runtime:
+            for name in names:
+                assert await runtime.get("Counter", name).get() == (0 if name == "v3" else 1)
+
+
 async def test_a_failed_catalog_transaction_fails_its_round_and_renames_none_of_its_files(
     tmp_path, monkeypatch
 ):
@@ -142,13 +167,15 @@ async def test_a_failed_catalog_transaction_fails_its_round_and_renames_none_of_
                 assert await runtime.get("Counter", name).get() == 1
 
 
+@pytest.mark.parametrize("sync_volume", [False, True], ids=["fsync", "syncfs"])
 @pytest.mark.parametrize("objects", [1, 200])
 async def test_created_objects_survive_a_restart_with_complete_files_and_catalog_entries(
-    tmp_path, objects
+    tmp_path, objects, sync_volume
 ):
     names = [f"n{i}" for i in range(objects)]
+    settings = Settings(sync_volume=sync_volume)
     with trio.fail_after(30):
-        async with open_runtime(APP, tmp_path) as runtime:
+        async with open_runtime(APP, tmp_path, settings=settings) as runtime:
             async with trio.open_nursery() as nursery:
                 for name in names:
                     nursery.start_soon(runtime.get("Counter", name).increment, 7)
