@@ -385,12 +385,16 @@ class Runtime:
             file.remove()
             file.reset_batch_flags()
             return "durable"
-        old_alarm = activation.committed_alarm
-        new_alarm = file.stored_alarm() if (file.created or file.alarm_touched) else old_alarm
-        record = file.created or new_alarm != old_alarm
         # A new object's first batch ran in memory (only with pipelined_sync): a creation round
         # writes its file and catalog entry, durably, with those of every object created meanwhile.
+        # It has an alarm only if this batch set one.
         created = file.in_memory
+        old_alarm = activation.committed_alarm
+        if file.alarm_touched or (file.created and not created):
+            new_alarm = file.stored_alarm()
+        else:
+            new_alarm = None if created else old_alarm
+        record = file.created or new_alarm != old_alarm
         now = self.clock.now() if record and not created else 0.0
 
         def commit_sync() -> None:

@@ -228,3 +228,18 @@ async def test_no_byte_of_a_new_objects_first_batch_reaches_the_next_new_objects
 def read_bytes(path: Path) -> bytes:
     """(A sync helper: no blocking pathlib call inside an async test.)"""
     return path.read_bytes()
+
+
+async def test_an_alarm_set_by_the_first_batch_is_in_the_catalog_entry_its_round_records(tmp_path):
+    app = App([Store])
+    at = 4_102_444_800.0  # 2100-01-01: never due during the test
+    with trio.fail_after(20):
+        async with open_runtime(app, tmp_path) as runtime:
+            with_alarm = app.id_from_name("Store", "with-alarm")
+            without = app.id_from_name("Store", "without")
+            await runtime.call(with_alarm, "set_alarm", [at])
+            await runtime.call(without, "put", ["k", 1])
+            alarms = {entry.id.name: entry.alarm for entry in runtime.list_objects()}
+            assert alarms == {"with-alarm": at, "without": None}
+        async with open_runtime(app, tmp_path) as runtime:
+            assert await runtime.call(with_alarm, "get_alarm") == at
