@@ -160,14 +160,19 @@ class Creations:
 
         sync_volume = self._sync_volume
 
-        def stage_done(_: outcome.Outcome[Any]) -> None:
+        def stage_done(result: outcome.Outcome[Any]) -> None:
+            if isinstance(result, outcome.Error):  # a bug of ours: fail the round, never hang it
+                current.round_error = result.error
             if not current.count_down():
                 return
-            if sync_volume is None:
-                self._second_stage(current, finish)
-            else:
+            try:
+                if sync_volume is None:
+                    self._second_stage(current, finish)
+                    return
                 _rename_with_syncfs(current, sync_volume)
-                finish()
+            except BaseException as exc:  # (as above: the creators must hear back)
+                current.round_error = exc
+            finish()
 
         rows = [(c.object_id, c.alarm) for c in creations]
         now = self._now()
@@ -188,8 +193,7 @@ class Creations:
         """In the pool thread that ended the first stage: the renames and folder fsyncs, in parts
         that each take whole folders (so each folder is fsynced once, after its last rename)."""
         if current.round_error is not None:
-            finish()  # nothing is renamed: no file may get ahead of the catalog
-            return
+            raise current.round_error  # nothing is renamed: no file may get ahead of the catalog
         folders = current.folders
         for creation in current.creations:
             for folder in creation.folders:
@@ -200,7 +204,9 @@ class Creations:
         parts = min(len(names), CREATION_PARTS)
         current._remaining = parts
 
-        def done(_: outcome.Outcome[Any]) -> None:
+        def done(result: outcome.Outcome[Any]) -> None:
+            if isinstance(result, outcome.Error):  # a bug of ours: fail the round, never hang it
+                current.round_error = result.error
             if current.count_down():
                 finish()
 
@@ -209,6 +215,8 @@ class Creations:
 
     def _complete(self, finished: CreationRound) -> None:
         """On the trio thread: start the next round, then wake this one's creators."""
+        if self._round is not finished:
+            return  # completed already (only after a bug of ours made two jobs finish it)
         self._round = None
         if self._waiting:
             self._start()

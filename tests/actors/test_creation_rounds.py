@@ -10,13 +10,14 @@ its ``.new`` goes. Every wait is bounded (``fail_after``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from actors import App, Runtime, Settings, open_runtime
+from actors import App, Runtime, Settings, _creations, open_runtime
 from actors.errors import ObjectReset
 
 from .objects import Counter
@@ -243,3 +244,21 @@ async def test_an_alarm_set_by_the_first_batch_is_in_the_catalog_entry_its_round
             assert alarms == {"with-alarm": at, "without": None}
         async with open_runtime(app, tmp_path) as runtime:
             assert await runtime.call(with_alarm, "get_alarm") == at
+
+
+async def test_an_unexpected_error_in_a_round_fails_its_creations_instead_of_hanging_them(
+    tmp_path, monkeypatch
+):
+    def broken(current: object, names: list[str]) -> Callable[[], None]:
+        def fail() -> None:
+            raise RuntimeError("a bug in the second stage")
+
+        return fail
+
+    with trio.fail_after(20):
+        async with open_runtime(APP, tmp_path) as runtime:
+            monkeypatch.setattr(_creations, "_folder_part", broken)
+            with pytest.raises(ObjectReset):
+                await runtime.get("Counter", "x").increment()
+            monkeypatch.undo()
+            assert await runtime.get("Counter", "x").increment() == 1
