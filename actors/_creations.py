@@ -11,8 +11,10 @@ Guarantees
   which the catalog allows (an object with no data).
 - **A failed creation fails exactly its own calls.** A file that cannot be written, fsynced or renamed
   fails only its own ``create``; a folder whose fsync fails fails the files renamed into it (or made
-  under it). Only a failed catalog transaction fails every creation of its round: none of them has an
-  entry then, and none of their files is renamed into place.
+  under it). Only a failed catalog transaction fails every creation of its round: none of them has
+  an entry then, and none of their files is renamed into place. So does a failed ``syncfs`` with
+  ``Settings.sync_volume`` (it cannot say whose data it lost), and any unexpected error of a
+  round's job: a round always ends, and never reports durable a creation it did not finish.
 
 Mechanism: one round is in flight at a time and holds every creation asked for since the previous
 round started (the self-clocking group commit of ``_durability.py``). A round requested with none in
@@ -24,6 +26,9 @@ folder once, however many of the round's files it received. The last part hands 
 the trio thread with one ``run_sync_soon``. So a creation costs two fsyncs of its own (its file and,
 shared, its folder) and a share of one catalog fsync, and thread hand-offs are paid per round, not
 per object: before, each creation was a pool job of its own with three fsyncs (catalog, file, folder).
+With ``Settings.sync_volume`` the files are written without fsync, and the thread that ends the
+first stage makes one ``syncfs`` of the data volume, renames every file and makes another: two
+flushes per round instead of two per object.
 
 XX: the catalog's fsync and the first stage's run in parallel, but a large round's second stage only
 starts when the slowest ``.new`` fsync ends; pipelining the stages across rounds would bound that.
