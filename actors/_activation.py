@@ -184,7 +184,6 @@ class Activation:
             object_id,
             synchronous=runtime.object_synchronous,
             defer_sync=runtime.pipelined_sync,
-            durable_folders=runtime.durable_folders,
             legacy_path=runtime.legacy_object_path(object_id),
         )
         self.state = ActivationState.ACTIVATING
@@ -327,6 +326,12 @@ class Activation:
             self._fail_queue(lambda: error)
             return False
         self.instance = instance
+        if self.cls.on_start is DurableObject.on_start:
+            # Nothing to run (the default does nothing): no turn, savepoint or cancel scope, which
+            # would cost a new object about as much as its call's own turn.
+            self._set_state(ActivationState.ACTIVE)
+            runtime.hooks.activated(self.id.cls, trio.current_time() - started)
+            return True
         work = Work(_call_on_start, "on_start", started + runtime.settings.call_timeout, object(), False)
         await self.run_reentrant(work)
         if work.error is not None:
@@ -664,7 +669,7 @@ class Activation:
                     await self._wait_synced()
             if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
-            elif not runtime.io_in_threads:
+            elif not runtime.io_in_threads or self.file.closes_at_once:
                 self.file.close(checkpoint=checkpoint)
             else:
                 with trio.CancelScope(shield=True):

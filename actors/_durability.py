@@ -165,6 +165,11 @@ class DurabilityRounds:
         for start in range(parts):
             self._pool.submit(_part(new, start, parts), done)
 
+    @property
+    def volume_sync(self) -> Callable[[], None] | None:
+        """With ``sync_volume``: a blocking ``syncfs`` of the data volume (for creation rounds)."""
+        return self._sync_volume if self._syncfs is not None else None
+
     def _sync_volume(self) -> None:
         """One ``syncfs`` of the data folder's file system: every write made before it is durable."""
         assert self._syncfs is not None

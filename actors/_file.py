@@ -19,12 +19,12 @@ Guarantees
 Mechanism: ``levels`` is a stack with one entry per open turn/transaction block; ``True`` once its
 savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every pending savepoint, outer
 first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
-``rollback()``. A new object's first batch runs in memory and ``materialize()`` writes its file, which
-then stays closed (``unopened``) until the object's next read or write opens it (the exclusive lock is
-taken at the first access either way). The runtime's own statements (savepoints, the key-value API,
-COMMIT) run on one cursor kept with the connection: ``Connection.execute`` makes and tracks a new cursor
-per statement, which costs more than the statement itself on the hot path. Only statements whose rows
-are read at once use it; user SQL gets its own cursor.
+``rollback()``. A new object's first batch runs in memory; a creation round (``_creations.py``) writes
+its image as the file, which then stays closed (``unopened``) until the object's next read or write
+opens it (the exclusive lock is taken at the first access either way). The runtime's own statements
+(savepoints, the key-value API, COMMIT) run on one cursor kept with the connection:
+``Connection.execute`` makes and tracks a new cursor per statement, which costs more than the statement
+itself on the hot path. Only statements whose rows are read at once use it; user SQL gets its own cursor.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ class ObjectFile:
         *,
         synchronous: str,
         defer_sync: bool = False,
-        durable_folders: set[str] | None = None,
         legacy_path: Path | None = None,
     ) -> None:
         self.path = path
@@ -120,31 +119,34 @@ class ObjectFile:
         #: delete_all ran in the current batch
         self.deleted_all = False
         self._user_sql = False
+        #: user SQL ran on the connection (an in-memory one is then not kept for another object)
+        self._ran_user_sql = False
+        #: the in-memory first batch's image had the template's size (``materialized``)
+        self._template_sized = False
         self._denied: str | None = None
-        #: materialize() made the file and left it closed: the next read or write opens it
+        #: a creation round made the file and left it closed: the next read or write opens it
         self.unopened = False
+        #: the file has no -wal: a creation round wrote it and nothing opened it since
+        self._wal_absent = False
         #: the -wal file's folder entry is durable (it existed at open, or was fsynced since)
         self._wal_synced = False
         #: ``_wal_synced`` when ``release()`` closed the file (None: not released since)
         self._released_wal_synced: bool | None = None
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
-        #: the runtime's folders known to exist with a durable entry (shared by its files; see
-        #: ``materialize``)
-        self._durable_folders = set() if durable_folders is None else durable_folders
 
     #### Opening and closing
 
     def open_if_exists(self) -> None:
         """Open the file if it exists; an object without a file reads as empty."""
-        if self.conn is None and self.path.exists():
+        if self.conn is None and os.path.exists(self.path):
             self._connect()
         elif self.conn is None and self._legacy_path is not None and self._legacy_path.exists():
             move_legacy_file(self._legacy_path, self.path)
             self._connect()
 
     def _connect(self, *, new: bool = False) -> None:
-        self.unopened = False
+        self.unopened = self._wal_absent = False
         conn = apsw.Connection(str(self.path))
         # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
         # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
@@ -208,10 +210,17 @@ class ObjectFile:
         self.in_batch = False
         self._begin_is_level0 = False
 
+    @property
+    def closes_at_once(self) -> bool:
+        """``close(checkpoint=True)`` would do no I/O (nothing open, no WAL to fold in): the event
+        loop may call it. An object created and never used again (most of a spread workload) is
+        evicted so, without a thread hand-off."""
+        return self.conn is None and (not self.unopened or self._wal_absent)
+
     def release(self) -> bool:
         """Close the file of a live object at rest, keeping the object; True if it was open.
 
-        The next read or write opens it again (like a file ``materialize()`` made). No checkpoint, so
+        The next read or write opens it again (like a file a creation round made). No checkpoint, so
         this is cheap enough for the event loop (the WAL, if any, stays until eviction folds it in).
         An open SQLite connection costs about 80 KiB (the WAL index alone is 32 KiB in exclusive
         mode), far more than the rest of a live object. Precondition: no batch, turn or sync running.
@@ -248,15 +257,21 @@ class ObjectFile:
             conn = self.conn
         if conn is None:
             if self._defer_sync:
-                # A new object's first batch runs in memory; the commit thread creates the file
-                # (materialize). Creating files and folders can take milliseconds while other
-                # fsyncs hold the filesystem journal, and must not block the event loop. The
-                # database starts as a copy of an empty one with the runtime's tables: cheaper
-                # than running the schema's DDL for every new object.
-                conn = apsw.Connection(":memory:")
-                conn.deserialize("main", _empty_database())
+                # A new object's first batch runs in memory; a creation round makes the file in
+                # the sync pool (``_creations.py``). Creating files and folders can take
+                # milliseconds while other fsyncs hold the filesystem journal, and must not block
+                # the event loop. The database starts as a copy of an empty one with the runtime's
+                # tables: cheaper than running the schema's DDL for every new object. Better
+                # still, a connection kept from an earlier creation, emptied back to that copy
+                # (``_MEMORY_SPARES``): no connection to open, no schema to parse again.
+                if _MEMORY_SPARES:
+                    conn = _MEMORY_SPARES.pop()
+                else:
+                    conn = apsw.Connection(":memory:")
+                    conn.deserialize("main", _empty_database())
+                    for pragma in ("foreign_keys=ON", "secure_delete=ON"):
+                        conn.execute(f"PRAGMA {pragma}").fetchall()
                 tables_made = True
-                conn.execute("PRAGMA foreign_keys=ON").fetchall()
                 conn.authorizer = self._authorize
                 self._use(conn)
                 self.in_memory = True
@@ -350,9 +365,11 @@ class ObjectFile:
         conn = self.readable()
         if conn is None:
             return True
+        cursor = self.cursor  # the kept one: a new object's commit asks this every time
+        assert cursor is not None
         return (
-            conn.execute("SELECT 1 FROM _actors_kv LIMIT 1").fetchone() is None
-            and conn.execute("SELECT 1 FROM _actors_alarm").fetchone() is None
+            cursor.execute("SELECT 1 FROM _actors_kv LIMIT 1").get is None
+            and cursor.execute("SELECT 1 FROM _actors_alarm").get is None
             and not user_schema_objects(conn)
             and conn.execute("PRAGMA user_version").fetchone() == (0,)
         )
@@ -388,57 +405,55 @@ class ObjectFile:
         self._wal_header_due = False
         return apsw.SQLITE_OK
 
-    def materialize(self) -> None:
-        """Write a new object's in-memory first batch to its file, durably (in a worker thread).
+    def image(self) -> bytes:
+        """COMMIT a new object's in-memory first batch and return its database image, marked WAL.
 
-        The database image is written to ``<name>.new`` beside the file, fsynced, and renamed into
-        place; then the folder entries (the file's, and those of folders made for it) are fsynced.
-        A crash before the rename leaves only the ``.new`` file (overwritten by the next attempt),
-        so a file under the real name is always complete. That is one new inode and two fsyncs (the
-        file and its folder), plus one for each folder not yet known durable; the backup API used
-        before also made (and fsynced) a rollback journal and its folder, twice. Then the object
-        runs on the file like any other, opened when next used.
+        The creation round (``_creations.py``) writes it to the file, durably; ``materialized()``
+        then switches the object to that file. Until then the in-memory database stays, so a failed
+        creation rolls back like any failed commit.
         """
         memory = self.conn
         assert memory is not None
         assert self.in_memory
         assert not self.levels
-        memory.execute("COMMIT")
+        assert self.cursor is not None
+        self.cursor.execute("COMMIT")
         self.in_batch = False
         image = bytearray(memory.serialize("main"))
+        self._template_sized = len(image) == len(_empty_database())
         # Bytes 18 and 19 of the header are the file format's write and read versions; 2 means WAL,
         # which is all that ``PRAGMA journal_mode=WAL`` changes in the file.
         image[18] = image[19] = 2
-        # Folders whose entries are not known durable: made if missing, and their parents fsynced
-        # below, even if another thread made them (it may not have fsynced yet). Known ones cost
-        # nothing: no stat, no mkdir, no fsync.
-        durable = self._durable_folders
-        unknown = [d for d in self.path.parents[:3] if str(d) not in durable]
-        if unknown:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = f"{self.path}.new"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(image)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temporary, self.path)
-        for folder in {self.path.parent, *(d.parent for d in unknown)}:
-            fsync_path(folder)
-        durable.update(str(d) for d in unknown)
-        # The file is left closed until the object's next read or write opens it (``unopened``):
-        # an object written once (most of a spread workload) never opens it. Opening costs more
-        # than the rest of a small object's creation: SQLite's unix VFS scans a list of every file
-        # it has open, and apsw one of every connection, so the cost grows with the live objects.
-        # Nothing is given up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        return bytes(image)
+
+    def materialized(self) -> None:
+        """The image is durable under the file's name: the object runs on the file from now on.
+
+        The file is left closed until the object's next read or write opens it (``unopened``): an
+        object written once (most of a spread workload) never opens it. Opening costs more than the
+        rest of a small object's creation: SQLite's unix VFS scans a list of every file it has open,
+        and apsw one of every connection, so the cost grows with the live objects. Nothing is given
+        up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        """
+        memory = self.conn
+        assert memory is not None
         self._use(None)
         self.in_memory = False
-        self.unopened = True
+        self.unopened = self._wal_absent = True
         self._wal_synced = False
-        memory.close()
+        memory.authorizer = None
+        # Kept for the next new object only if emptying it leaves the template exactly: no user
+        # SQL ran (it can leave state beyond the runtime's tables: TEMP tables, user_version) and
+        # the first batch fit in the template's pages (no free page to carry into the next image).
+        if self._ran_user_sql or not self._template_sized or len(_MEMORY_SPARES) >= MEMORY_SPARES:
+            memory.close()
+            return
+        try:
+            memory.execute(_EMPTY_AGAIN)
+        except apsw.Error:
+            memory.close()
+            return
+        _MEMORY_SPARES.append(memory)
 
     def sync(self) -> None:
         """Make every committed transaction durable: fsync the WAL (and new folder entries).
@@ -502,7 +517,7 @@ class ObjectFile:
     def run_user_sql(self, query: str, params: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...], int]:
         """Run user SQL under the authorizer; returns rows, column names and rows changed."""
         conn = self.writable()
-        self._user_sql = True
+        self._user_sql = self._ran_user_sql = True
         self._denied = None
         try:
             cursor = conn.cursor()
@@ -546,6 +561,20 @@ class ObjectFile:
 
 
 _EMPTY_DATABASE: bytes | None = None
+
+#: in-memory connections kept for the next new objects' first batches (shared by the process's
+#: runtimes), each holding the template's tables, empty again. A fresh connection and ``deserialize``
+#: cost the event loop 30-80 µs per new object (more the more connections the process has open), and
+#: the first statement after ``deserialize`` parses the schema again; emptying a kept one costs a few
+#: µs. ``secure_delete`` zeroes what the deletes free, so no byte of one object's first batch reaches
+#: the next object's file (``tests/actors/test_creation_rounds.py``). At most ``MEMORY_SPARES``.
+_MEMORY_SPARES: list[apsw.Connection] = []
+MEMORY_SPARES = 64
+#: empties a kept connection back to the template (the schema version row stays)
+_EMPTY_AGAIN = (
+    "BEGIN; DELETE FROM _actors_kv; DELETE FROM _actors_alarm; "
+    "DELETE FROM _actors_meta WHERE key <> 'schema_version'; COMMIT"
+)
 
 
 def _empty_database() -> bytes:

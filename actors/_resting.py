@@ -17,7 +17,7 @@ file of every resting activation idle long enough; it stops at the first activat
 Eviction later folds the WAL into the file (``ObjectFile.close(checkpoint=True)``).
 
 XX: while the file is closed its exclusive lock is not held, so a second process on the same data
-folder could open it (as it can a file ``materialize()`` made and nobody opened since).
+folder could open it (as it can a file a creation round made and nobody opened since).
 """
 
 from __future__ import annotations

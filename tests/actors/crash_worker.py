@@ -72,17 +72,27 @@ async def call_forever(runtime: actors.Runtime, rng: random.Random) -> None:
         sys.stdout.flush()
 
 
-async def main(data_dir: str, seed: int) -> None:
+async def create_forever(runtime: actors.Runtime, rng: random.Random) -> None:
+    """Every call to a fresh name: every call creates its object (creation rounds)."""
+    while True:
+        name = f"n{rng.getrandbits(48):012x}"
+        value = await runtime.get(Tally, name).bump()
+        sys.stdout.write(f"ACK {name} {value}\n")
+        sys.stdout.flush()
+
+
+async def main(data_dir: str, seed: int, fresh: bool) -> None:
     rng = random.Random(seed)
+    caller = create_forever if fresh else call_forever
     async with actors.open_runtime(APP, data_dir) as runtime:
         sys.stdout.write("READY\n")
         sys.stdout.flush()
         async with trio.open_nursery() as nursery:
             for _ in range(CALLERS):
-                nursery.start_soon(call_forever, runtime, random.Random(rng.getrandbits(64)))
+                nursery.start_soon(caller, runtime, random.Random(rng.getrandbits(64)))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(f"usage: {sys.argv[0]} DATA_DIR SEED")
-    trio.run(main, sys.argv[1], int(sys.argv[2]))
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["fresh"]):
+        sys.exit(f"usage: {sys.argv[0]} DATA_DIR SEED [fresh]")
+    trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["fresh"])

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import apsw
 import trio
 
 from actors.testing import open_test_runtime
@@ -80,10 +81,11 @@ async def read_stderr(stream: trio.abc.ReceiveStream, run: Run) -> None:
         run.stderr += chunk
 
 
-async def run_and_kill(data_dir: Path, seed: int, delay: float) -> Run:
-    """Start a worker on ``data_dir``, SIGKILL it ``delay`` s after READY, return all it printed."""
+async def run_and_kill(data_dir: Path, seed: int, delay: float, *, fresh: bool = False) -> Run:
+    """Start a worker on ``data_dir``, SIGKILL it ``delay`` s after READY, return all it printed
+    (``fresh``: every call of the worker creates a new object)."""
     run, ready = Run(), trio.Event()
-    command = [sys.executable, str(WORKER), str(data_dir), str(seed)]
+    command = [sys.executable, str(WORKER), str(data_dir), str(seed), *(["fresh"] if fresh else [])]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     assert process.stderr is not None
@@ -172,3 +174,45 @@ async def test_sigkill_at_any_moment_loses_no_acknowledged_write_and_leaves_no_h
     assert rounds_with_acks >= ROUNDS // 2, (
         f"ACTORS_CRASH_SEED={seed}: only {rounds_with_acks} of {ROUNDS} rounds got a reply out"
     )
+
+
+def object_files(data_dir: Path) -> dict[str, Path]:
+    """hex id -> file, for every object file under its real name (``.new`` files are not files yet)."""
+    return {path.name.removesuffix(".sqlite3"): path for path in data_dir.glob("objects/*/*/*.sqlite3")}
+
+
+def check_complete(path: Path) -> None:
+    """The file is a whole SQLite database (a crash must never leave half of one under the name)."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], f"{path} is damaged"
+    finally:
+        conn.close()
+
+
+async def test_sigkill_while_objects_are_created_loses_no_acknowledged_object_and_no_file_is_partial(
+    tmp_path,
+):
+    seed = int(os.environ.get("ACTORS_CRASH_SEED") or random.getrandbits(32))
+    rng = random.Random(seed)
+    data_dir = tmp_path / "data"
+    acked: set[str] = set()
+    for round_number in range(ROUNDS // 3):
+        delay = rng.uniform(*KILL_AFTER)
+        where = f"ACTORS_CRASH_SEED={seed}, round {round_number}, SIGKILL {delay:.3f} s after READY"
+        run = await run_and_kill(data_dir, rng.getrandbits(32), delay, fresh=True)
+        assert run.returncode == -signal.SIGKILL, f"{where}: the worker ended by itself"
+        assert not run.strange, f"{where}: unexpected lines from the worker: {run.strange[:5]}"
+        assert all(values == [1] for values in run.acks.values()), f"{where}: a name was reused"
+        acked.update(run.acks)
+        files = object_files(data_dir)
+        for path in files.values():
+            check_complete(path)
+        with trio.fail_after(CHECK_TIMEOUT):
+            async with open_test_runtime(APP, data_dir) as t:
+                stored = set(t.runtime.stored_ids())  # the catalog: may run ahead, never behind
+                assert set(files) <= stored, f"{where}: files without a catalog entry"
+                for name in sorted(acked):
+                    state = await t.get(Tally, name).state()
+                    assert state == [1, 1, 1, 1], f"{where}: acknowledged {name} holds {state}"
+    assert acked, f"ACTORS_CRASH_SEED={seed}: no object was ever acknowledged"

@@ -46,10 +46,10 @@ async def test_hooks_see_every_call_with_its_outcome_and_every_commit_with_its_b
         ("Counter", "increment_then_fail", "ValueError"),
         ("Counter", "nope", "UnknownMethod"),
     ]
-    assert hooks.turns[:3] == ["on_start", "increment", "increment_then_fail"]
-    # on_start commits with the first call (batches count calls); the failed call's batch began
-    # with its writes, so rolling them back rolls the batch back and there is no commit; the five
-    # queued calls share one commit.
+    # Counter has no on_start of its own: none runs (a class with one gets an "on_start" turn).
+    assert hooks.turns[:2] == ["increment", "increment_then_fail"]
+    # The failed call's batch began with its writes, so rolling them back rolls the batch back and
+    # there is no commit; the five queued calls share one commit.
     assert hooks.batches == [1, 5]
 
 
