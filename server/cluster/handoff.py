@@ -60,9 +60,9 @@ ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
 BATCH_OBJECTS: Final = 64
 #: seconds a failed batch waits before it is tried again
 RETRY_SECONDS: Final = 0.5
-#: after a change, the most recently active live objects (at most this many) move first ...
-HOT_OBJECTS: Final = 256
-#: ... in batches of this many, so that each reaches its new owner sooner
+#: after a change, the live objects move first, the most recently active first, in batches of this
+#: many that double (up to ``BATCH_OBJECTS``): the busiest reach their new owner soonest, and live
+#: objects that have been idle for a while do not pay the round trip of a small batch each
 HOT_BATCH_OBJECTS: Final = 8
 #: batches a node has in flight at once (to all new owners together)
 MOVE_CONCURRENCY: Final = 4
@@ -139,8 +139,8 @@ class Mover:
         self.on_empty: Callable[[], None] | None = None
         self._tokens = 0.0
         self._refilled = 0.0
-        #: most recently active objects still to send in small batches (set by each scan)
-        self._hot = 0
+        #: the size of the next batch of live objects (set by each scan, doubles per batch)
+        self._hot_size = BATCH_OBJECTS
         #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
         self.scanned_epoch = 0
         self._scanned = trio.Event()
@@ -229,8 +229,17 @@ class Mover:
                 nursery.start_soon(self._move_batch, owner, items, slots)
 
     async def _move_batch(self, owner: str, items: list[_Item], slots: trio.Semaphore | None) -> None:
+        freed = False
+
+        def free() -> None:
+            """Give the batch's slot back (once): when its answer is in, or when it ends."""
+            nonlocal freed
+            if slots is not None and not freed:
+                freed = True
+                slots.release()
+
         try:
-            await self._move(owner, items)
+            await self._move(owner, items, free)
         except Exception as exc:  # a batch never stops the mover: its objects are tried again
             log.warning(
                 "handoff batch failed",
@@ -241,8 +250,7 @@ class Mover:
                 self.remaining.setdefault(item.hex, item)
             await trio.sleep(RETRY_SECONDS)
         finally:
-            if slots is not None:
-                slots.release()
+            free()
             progress, self._progress = self._progress, trio.Event()
             progress.set()
             self._work.set()  # the loop may be waiting: look again (leftovers, emptiness)
@@ -281,7 +289,7 @@ class Mover:
         for key in stored:
             if key not in found and owns_hex(key)[0] != me and key not in self.moving.sending:
                 found[key] = self.remaining.get(key) or _Item(key, None)
-        self._hot = min(HOT_OBJECTS, sum(1 for item in found.values() if item.live))
+        self._hot_size = HOT_BATCH_OBJECTS
         self.remaining = found
         self.scanned_epoch = epoch
         scanned, self._scanned = self._scanned, trio.Event()
@@ -301,9 +309,9 @@ class Mover:
         owner = owner_of(first.hex)[0]
         batch = [first]
         size = BATCH_OBJECTS
-        if self._hot > 0:  # the hottest objects go in small batches: each arrives sooner
-            size = HOT_BATCH_OBJECTS
-            self._hot -= HOT_BATCH_OBJECTS
+        if first.live:  # the hottest objects go in small batches: each arrives sooner
+            size = self._hot_size
+            self._hot_size = min(BATCH_OBJECTS, 2 * size)
         for item in items:
             if len(batch) >= size:
                 break
@@ -324,7 +332,7 @@ class Mover:
         if self._tokens < 0:
             await trio.sleep(-self._tokens / self.rate)
 
-    async def _move(self, owner: str, items: list[_Item]) -> None:
+    async def _move(self, owner: str, items: list[_Item], free: Callable[[], None]) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -336,10 +344,14 @@ class Mover:
         released: list[tuple[ObjectId, Any, bytes | None]] = []
         sending = self.moving.sending
         limiter = trio.CapacityLimiter(RELEASE_CONCURRENCY)
+        unnamed = [item.hex for item in items if item.object_id is None]  # idle ones: the scan had hex ids
+        # Read in a thread: a catalog read on the event loop would wait there for the catalog's
+        # transactions in flight (a discard's), each holding its lock through an fsync.
+        named = await trio.to_thread.run_sync(_catalog_ids, runtime, unnamed) if unnamed else {}
 
         async def release(item: _Item) -> None:
             async with limiter:
-                object_id = item.object_id or _catalog_id(runtime, item.hex)
+                object_id = item.object_id or named.get(item.hex)
                 if object_id is None:
                     sending.discard(item.hex)
                     return  # deleted since the scan
@@ -363,7 +375,7 @@ class Mover:
         try:
             if self._sent_log is not None:  # durably, before anything leaves
                 await self._sent_log.sending(owner, [object_id.hex for object_id, _, _ in released])
-            await self._send(owner, link, released)
+            await self._send(owner, link, released, free)
         except BaseException:
             # The outcome is unknown: the new owner may have stored them. Until a send is answered,
             # they stay moving (activated for no one) and are sent again (``already_held`` then).
@@ -375,7 +387,13 @@ class Mover:
             for object_id, _, _ in released:
                 sending.discard(object_id.hex)
 
-    async def _send(self, owner: str, link: Any, released: list[tuple[ObjectId, Any, bytes | None]]) -> None:
+    async def _send(
+        self,
+        owner: str,
+        link: Any,
+        released: list[tuple[ObjectId, Any, bytes | None]],
+        free: Callable[[], None],
+    ) -> None:
         router, runtime = self._router, self._runtime
         entries: list[dict[str, Any]] = []
         for object_id, done, data in released:
@@ -392,6 +410,9 @@ class Mover:
             with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
                 reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
             outcomes.extend(reply["outcomes"])
+        # The receiver's work is done: the next batch may leave while this one's discard runs here
+        # (its objects still count as moving until then, and are activated for no one).
+        free()
         discard: list[ObjectId] = []
         newer = 0
         by_hex = {object_id.hex: object_id for object_id, _, _ in released}
@@ -496,3 +517,8 @@ def object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]
 def _catalog_id(runtime: Runtime, key: str) -> ObjectId | None:
     entry = runtime.catalog.get(key)
     return None if entry is None else entry.id
+
+
+def _catalog_ids(runtime: Runtime, keys: list[str]) -> dict[str, ObjectId]:
+    """The ids of those of ``keys`` the catalog lists (blocks: run it in a thread)."""
+    return {key: object_id for key in keys if (object_id := _catalog_id(runtime, key)) is not None}
