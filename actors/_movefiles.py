@@ -86,8 +86,8 @@ def _image(path: Path) -> bytes:
         conn.close()
 
 
-def place_all(files: list[Placement], unwanted: list[Path]) -> list[str | None]:
-    """Delete the ``unwanted`` staged files; put each arriving file under its name (not durably yet).
+def place_all(files: list[Placement]) -> list[str | None]:
+    """Put each arriving file under its name (not durably yet).
 
     A file that came with its bytes is checked in memory and written straight under its name: one
     file creation, where a staged file cost a creation, a read and a rename (the renames and
@@ -96,9 +96,6 @@ def place_all(files: list[Placement], unwanted: list[Path]) -> list[str | None]:
     not (a staged file is then deleted). Any file already at a path belongs to no one (see
     ``_moves.py``): it and its WAL are replaced.
     """
-    for path in unwanted:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
     folders: set[Path] = set()
     problems: list[str | None] = []
     for path, sha256_hex, data in files:
@@ -147,10 +144,11 @@ def _write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def delete_files(paths: list[Path]) -> None:
-    """Delete each object file and its companions (not durably: see ``Moves.discard``)."""
+def delete_files(paths: list[Path], companions: tuple[str, ...] = ("", *COMPANIONS)) -> None:
+    """Delete each object file and its companions (not durably: see ``Moves.discard``); with
+    ``companions=("",)``, only the files themselves (staged files)."""
     for path in paths:
-        for suffix in ("", *COMPANIONS):
+        for suffix in companions:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
 

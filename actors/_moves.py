@@ -19,21 +19,29 @@ Guarantees
   no ``-wal`` or ``-shm`` beside it). Its files do not change until ``discard`` (nothing can open
   them: the gate); a WAL a release left is folded in at a clean shutdown if the object is still here.
 - **Adopt** (``Runtime.adopt``): an object is stored here only once ``adopt`` returned it
-  ``"stored"``: its staged bytes matched the SHA-256, were fsynced, renamed to the real name, the
-  folder entries fsynced, and its catalog entry (with its alarm) committed; then its alarm is
-  scheduled. Nothing is activated. An object this node already holds keeps its copy
-  (``"already_held"``). A staged file a transfer left unfinished is deleted when the runtime opens.
+  ``"stored"``: its bytes matched the SHA-256, its file under its real name and the folder entries
+  were made durable, and its catalog entry (with its alarm) committed; then its alarm is scheduled.
+  Nothing is activated. An object this node already holds keeps its copy (``"already_held"``); one
+  that arrives again while an adoption of it is under way fails (the sender retries). A staged file a
+  transfer left unfinished is deleted when the runtime opens.
 - **Discard** (``Runtime.discard``, once the new owner confirmed): this node no longer holds the
   objects when it returns: their catalog entries are gone durably, their alarms cancelled, their files
   deleted (the deletions are made durable by the filesystem's next flush, not waited for).
 
 Mechanism: release is an eviction with the reason ``moved`` (which closes without a checkpoint),
 then, in a worker thread, either a read of the database as one image (``serialize``) and its hash, or
-for a big one a checkpoint and a hash of the file. Adopt works in
-three steps, each waiting for the last, all in one worker thread: every staged file is hashed and
-renamed to its real name; one *barrier* makes every file and folder entry of the batch durable; one
-catalog transaction records the batch. Until that transaction commits no file of the batch is held
-here (see the crash points), so the order in which the barrier makes them durable does not matter.
+for a big one a checkpoint and a hash of the file (the catalog read for its alarm in that thread too:
+on the event loop it would wait for a catalog transaction's fsync). Adopt works in three steps, each
+waiting for the last: every arriving file is placed under its real name (a small one, which came
+with its bytes, is hashed in memory and written there; a big one, staged by chunks, is hashed and
+renamed), by a few threads at once (``FILE_THREADS``: on a busy volume each creation may wait for the
+journal, and threads overlap those waits); one *barrier* makes every file and folder entry of the
+batch durable; one catalog transaction records the batch. Until that transaction commits no file of
+the batch is held here (see the crash points), so the order in which the barrier makes them durable
+does not matter. The barrier and the catalog transaction are two rounds (``_rounds.py``): the batches
+adopted meanwhile share them, and one round's catalog transaction overlaps the next one's barrier.
+An ``urgent`` adoption (objects calls wait for) skips both queues: an fsync of each of its files and
+folders, then its own catalog transaction.
 The barrier is ``syncfs(2)`` of the data folder's filesystem where the C library has it (Linux):
 one journal commit for the whole batch, where an fsync of each file and of each folder it entered
 (the fallback, run in parallel in the runtime's fsync pool) costs two flushes per object. Measured
@@ -43,9 +51,10 @@ the staged files first (the cluster's part) costs as much again or more on that 
 file takes 0.04-1.3 ms there, depending on the moment).
 
 Crash points
-- Before adopt's catalog commit, an arriving file may be under its real name already, but with no
-  catalog entry this node does not hold it (``holds`` is False, not listed, no alarm): the cluster
-  retries the move and adopt replaces the file (and any ``-wal`` beside it).
+- Before adopt's catalog commit, an arriving file may be under its real name already (whole, or cut
+  short by the crash), but with no catalog entry this node does not hold it (``holds`` is False, not
+  listed, no alarm): the cluster retries the move and adopt replaces the file (and any ``-wal``
+  beside it).
 - Discard commits the catalog first, then deletes the files; a crash between leaves files with no entry,
   which this node does not hold, as above. Such a stale copy is safe only because the cluster never
   lets a node activate an object it does not own, and an object comes back to a node only through
@@ -66,14 +75,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import outcome
 import trio
 
 from ._catalog import CatalogEntry
@@ -90,8 +96,8 @@ from ._movefiles import (
     remove_unfinished_transfers,
     staged,
 )
+from ._movework import MoveWork
 from ._rounds import Rounds
-from ._syncpool import SYNCFS, call_syncfs
 from .errors import ActorError, InvalidArgument, UnknownClass
 
 if TYPE_CHECKING:
@@ -103,7 +109,6 @@ __all__ = [
 
 log = logging.getLogger("actors")
 
-T = TypeVar("T")
 
 
 class Gate(Protocol):
@@ -166,6 +171,7 @@ class Moves:
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self._work = MoveWork(runtime)
         #: releases in progress, by hex id: a second release of one object waits for the first
         self._releasing: dict[str, trio.Lock] = {}
         #: files whose WAL was left beside them (a release sent as an image, a reset): folded at a
@@ -228,10 +234,10 @@ class Moves:
             # transaction (a discard's, an adoption's) holds the catalog's lock through its fsync.
             return contents(path, legacy, inline_bytes), runtime.catalog.get(object_id.hex)
 
-        found, entry = await self._off_loop(read)
+        found, entry = await self._work.off_loop(read)
         if found is None:
             if entry is not None:  # the catalog ran ahead of a file never made (a crash between)
-                await self._off_loop(functools.partial(runtime.catalog.forget_all, [object_id.hex]))
+                await self._work.off_loop(functools.partial(runtime.catalog.forget_all, [object_id.hex]))
                 runtime.alarms.set(object_id, None)
             return None
         size, digest, data = found
@@ -241,7 +247,7 @@ class Moves:
 
     #### Adopt
 
-    async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
+    async def adopt(self, arrivals: Sequence[Arrival], *, urgent: bool = False) -> list[AdoptOutcome]:
         results: dict[int, AdoptOutcome] = {}
         keys: set[str] = set()  # this call's, in ``_arriving`` from before the catalog is read
         for i, arrival in enumerate(arrivals):
@@ -252,17 +258,17 @@ class Moves:
                 keys.add(object_id.hex)
         self._arriving |= keys
         try:
-            return await self._adopt(arrivals, results, keys)
+            return await self._adopt(arrivals, results, keys, urgent)
         finally:
             self._arriving -= keys
 
     async def _adopt(
-        self, arrivals: Sequence[Arrival], results: dict[int, AdoptOutcome], keys: set[str]
+        self, arrivals: Sequence[Arrival], results: dict[int, AdoptOutcome], keys: set[str], urgent: bool
     ) -> list[AdoptOutcome]:
         runtime = self._runtime
         # Off the event loop (see ``_release``); read after the ids entered ``_arriving``, so an
         # adoption of one of them that finished before is seen here, and one that starts later fails.
-        held = await self._off_loop(functools.partial(runtime.catalog.held, sorted(keys)))
+        held = await self._work.off_loop(functools.partial(runtime.catalog.held, sorted(keys)))
         unwanted: list[Path] = []  # staged files to delete
         todo: list[int] = []
         for i, arrival in enumerate(arrivals):
@@ -282,7 +288,9 @@ class Moves:
             (runtime.object_path(a.object_id), a.sha256_hex, a.data) for a in (arrivals[i] for i in todo)
         ]
         try:
-            problems = await self._off_loop(functools.partial(place_all, files, unwanted))
+            if unwanted:
+                await self._work.off_loop(functools.partial(delete_files, unwanted, ("",)))
+            problems = await self._work.in_parts(place_all, files)
         except Exception as exc:
             raise runtime.internal_error(exc, f"placing {len(todo)} arriving files") from None
         stored: list[int] = []
@@ -292,7 +300,9 @@ class Moves:
             else:
                 object_id = arrivals[i].object_id
                 results[i] = _failed(object_id, InvalidArgument(f"{object_id}: {problem}"))
-        if stored:
+        if stored and urgent:
+            await self._commit_now([arrivals[i] for i in stored])
+        elif stored:
             await self._commit_arrivals([arrivals[i] for i in stored])
         for i in stored:
             results[i] = AdoptOutcome(arrivals[i].object_id, "stored")
@@ -307,14 +317,22 @@ class Moves:
         await self._barrier_rounds.submit(arrivals)
         await self._catalog_rounds.submit(arrivals)
 
-    async def _barrier_round(self, arrivals: list[Arrival]) -> None:
+    async def _commit_now(self, arrivals: list[Arrival]) -> None:
+        """What the two rounds do, for these arrivals alone and at once: an fsync of each file and
+        folder (in parallel; not a ``syncfs``, which would flush the whole volume and wait its
+        turn), then their catalog transaction. For the few objects calls wait for."""
+        with trio.CancelScope(shield=True):  # as a round: never left half done by a cancelled caller
+            await self._barrier_round(arrivals, fsync_each=True)
+            await self._catalog_round(arrivals)
+
+    async def _barrier_round(self, arrivals: list[Arrival], *, fsync_each: bool = False) -> None:
         runtime, durable = self._runtime, self._runtime.durable_folders
         files = [runtime.object_path(arrival.object_id) for arrival in arrivals]
         folders = {path.parent for path in files}
         unknown = {d for path in files for d in path.parents[:3] if str(d) not in durable}
         folders.update(d.parent for d in unknown)
         try:
-            await self._barrier(files, folders)
+            await self._work.barrier(files, folders, fsync_each=fsync_each)
         except Exception as exc:
             # Files under their real names but no entry: not held here (see the module docstring).
             raise runtime.internal_error(exc, f"adopting {len(arrivals)} objects") from None
@@ -323,8 +341,9 @@ class Moves:
     async def _catalog_round(self, arrivals: list[Arrival]) -> None:
         runtime = self._runtime
         entries = [(arrival.object_id, arrival.alarm) for arrival in arrivals]
+        record = functools.partial(runtime.catalog.record_all, entries, runtime.clock.now())
         try:
-            await self._off_loop(functools.partial(runtime.catalog.record_all, entries, runtime.clock.now()))
+            await self._work.off_loop(record)
         except Exception as exc:
             raise runtime.internal_error(exc, f"adopting {len(arrivals)} objects") from None
         for arrival in arrivals:
@@ -341,7 +360,7 @@ class Moves:
 
     async def _discard_round(self, object_ids: list[ObjectId]) -> None:
         runtime = self._runtime
-        await self._off_loop(functools.partial(runtime.catalog.forget_all, [i.hex for i in object_ids]))
+        await self._work.off_loop(functools.partial(runtime.catalog.forget_all, [i.hex for i in object_ids]))
         for object_id in object_ids:
             runtime.alarms.set(object_id, None)
         paths: list[Path] = []
@@ -354,70 +373,14 @@ class Moves:
         # No barrier after the deletions: once the catalog no longer lists an object this node does
         # not hold it, so a file a crash brings back is harmless (see the crash points); only its
         # disk space waits for the next flush. (A barrier here cost a syncfs per batch moved.)
-        await self._off_loop(functools.partial(delete_files, paths))
+        await self._work.in_parts(delete_files, paths)
 
     async def fold_released(self) -> None:
         """At a clean shutdown (nothing live): fold the WAL of each file listed in ``unfolded``."""
         paths, self.unfolded = sorted(self.unfolded), set()
         if paths:
-            await self._off_loop(functools.partial(fold_wal_files, paths))
-
-    #### Blocking work
-
-    async def _off_loop(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in a worker thread (inline without ``io_in_threads``); a cancel waits for it."""
-        if self._runtime.io_in_threads:
-            return await trio.to_thread.run_sync(fn)
-        return fn()
-
-    async def _barrier(self, files: list[Path], folders: set[Path]) -> None:
-        """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the data folder's
-        filesystem, or (without it) an fsync of each, in parallel in the fsync pool."""
-        if _syncfs is not None:
-            await self._off_loop(functools.partial(_sync_filesystem, self._runtime.data_dir))
-            return
-        for result in await self._in_pool([functools.partial(fsync_path, p) for p in [*files, *folders]]):
-            result.unwrap()
-
-    async def _in_pool(self, jobs: Sequence[Callable[[], Any]]) -> list[outcome.Outcome[Any]]:
-        """Run ``jobs`` at once in the runtime's fsync pool (inline without ``io_in_threads``);
-        returns their outcomes in order once all are done. Uncancellable: started work is seen through."""
-        if not self._runtime.io_in_threads:
-            return [outcome.capture(job) for job in jobs]
-        results: list[Any] = [None] * len(jobs)
-        if not jobs:
-            return results
-        token, done = trio.lowlevel.current_trio_token(), trio.Event()
-        lock, remaining = threading.Lock(), [len(jobs)]
-
-        def finished(i: int, result: outcome.Outcome[Any]) -> None:
-            results[i] = result
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                token.run_sync_soon(done.set)
-
-        for i, job in enumerate(jobs):
-            self._runtime.sync_pool.submit(job, functools.partial(finished, i))
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        return results
+            await self._work.off_loop(functools.partial(fold_wal_files, paths))
 
 
 def _failed(object_id: ObjectId, error: ActorError) -> AdoptOutcome:
     return AdoptOutcome(object_id, "failed", error)
-
-
-#: ``syncfs(2)``, or None where the C library lacks it (a name of its own: tests turn it off)
-_syncfs = SYNCFS
-
-
-def _sync_filesystem(folder: Path) -> None:
-    """``syncfs(2)``: everything written to ``folder``'s filesystem is durable when this returns."""
-    assert _syncfs is not None
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        call_syncfs(_syncfs, fd, folder)
-    finally:
-        os.close(fd)

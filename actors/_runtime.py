@@ -517,16 +517,18 @@ class Runtime:
         """Where to write the bytes of the object's file as they arrive (its folder is made)."""
         return self._moves.staging_path(object_id)
 
-    async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
-        """Store objects whose files were written at ``staging_path``; one outcome per arrival, in order.
+    async def adopt(self, arrivals: Sequence[Arrival], *, urgent: bool = False) -> list[AdoptOutcome]:
+        """Store arriving objects (their bytes in the ``Arrival``, or their files written at
+        ``staging_path``); one outcome per arrival, in order.
 
         An object is stored here (file durable under its name, catalog entry with its alarm committed,
         alarm scheduled) only once this returns ``stored`` for it; nothing is activated and the gate
         is not consulted. A SHA-256 mismatch or missing file fails that arrival alone (InvalidArgument);
         an object held here already keeps this node's copy (``already_held``). Raises InternalError if
-        the batch could not be made durable: then none of it is held here.
+        the batch could not be made durable: then none of it is held here. ``urgent`` (objects calls
+        wait for) makes them durable at once, apart from the group commit of the other arrivals.
         """
-        return await self._moves.adopt(arrivals)
+        return await self._moves.adopt(arrivals, urgent=urgent)
 
     async def discard(self, object_ids: Sequence[ObjectId]) -> None:
         """Delete this node's copies of released objects: files, catalog entries, pending alarms,

@@ -10,8 +10,10 @@ hands each of them over (old owner O, new owner N, epoch E):
    files of one batch in one message (a file over half a message in ``adopt_chunk`` messages
    first). N adopts E first if it is newer; refuses an object it does not own under its epoch
    (``not_owner`` with its epoch: O adopts it and sends the object to its owner under that epoch);
-   writes each file beside its final place, checks the SHA-256, fsyncs, renames, fsyncs the
-   folder, records the batch in its catalog in one transaction (``runtime.adopt``), and answers.
+   checks each file's SHA-256, writes it under its name, makes the files and folder entries
+   durable, records the batch in its catalog (``runtime.adopt``, with the batches from other senders
+   in the same rounds), and answers. A call on N waiting for one of these objects goes on as soon
+   as N stored it (``settle.ClusterGate.arrived``), and such objects are stored apart, at once.
 3. Only then O deletes its copy (``runtime.discard``). Until O has the answer, the object counts
    as moving: O activates it for no one, and tells a node that asks for it to wait.
 
@@ -25,8 +27,10 @@ deletes its own. A node that received an object and already moved it on again wo
 successor copy and answers ``already_held``.
 
 Order and pace: objects some node asked for (``want``: a call is waiting for them) go first, then
-live ones, then idle ones; at most ``rate`` objects a second (a token bucket), in batches of at
-most ``BATCH_OBJECTS`` objects, each object once per change. ``remaining`` says what is left.
+live ones (the most recently active first, in batches of 8, 16, 32, then ``BATCH_OBJECTS``), then
+idle ones; at most ``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight
+(a batch's slot is free once its answer is in: O's discard of it overlaps the next batch), each
+object once per change. ``remaining`` says what is left.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Guarantees (the old owner's side, and the whole protocol, are ``handoff.py``'s)
 - An arriving object is stored here only if this node owns it under its epoch (after adopting the
   sender's epoch if newer); otherwise it is answered ``not_owner`` with this node's epoch and owner.
-- It is held only once ``runtime.adopt`` stored it (checksummed, fsynced, renamed, catalogued), which
+- It is held only once ``runtime.adopt`` stored it (checksummed, written, made durable, catalogued), which
   is when the answer says ``stored``; a copy this node already holds is kept (``already_held``),
   except one this node sent without learning the outcome: the arriving copy is the newer one and
   replaces it.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors import Arrival
+from actors import AdoptOutcome, Arrival
 from actors.errors import InvalidArgument
 
 from .handoff import TRANSFER_TIMEOUT_SECONDS, HandoffMetrics, object_ref
@@ -40,6 +40,8 @@ class Receiver:
         self._mover = mover
         #: told the hex ids of the objects each adopt stored (the gate's ``arrived``)
         self.on_stored: Callable[[list[str]], None] | None = None
+        #: whether a call here waits for an object (the gate's ``wanted``): those are stored apart
+        self.wanted: Callable[[str], bool] = lambda _: False
 
     async def chunk(self, kwargs: dict[str, Any]) -> None:
         router, runtime = self._router, self._runtime
@@ -86,7 +88,7 @@ class Receiver:
             await self._mover.outcome_known(object_id.hex for object_id in stale)
         if arrivals:
             stored: list[str] = []
-            for outcome in await runtime.adopt(arrivals):
+            for outcome in await self._adopt(arrivals):
                 row: dict[str, Any] = {"id": outcome.object_id.hex, "outcome": outcome.status}
                 if outcome.error is not None:
                     row["error"] = outcome.error.message
@@ -98,3 +100,25 @@ class Receiver:
                 self.on_stored(stored)
         return {"outcomes": outcomes, "epoch": router.epoch}
 
+    async def _adopt(self, arrivals: list[Arrival]) -> list[AdoptOutcome]:
+        """``runtime.adopt``, with the objects calls wait for made durable at once (``urgent``)
+        while the others join the group commit; outcomes in the order of ``arrivals``."""
+        wanted = [self.wanted(a.object_id.hex) for a in arrivals]
+        if not any(wanted):
+            return await self._runtime.adopt(arrivals)
+        results: list[AdoptOutcome | None] = [None] * len(arrivals)
+
+        async def adopt(urgent: bool) -> None:
+            indexes = [i for i, w in enumerate(wanted) if w is urgent]
+            if not indexes:
+                return
+            outcomes = await self._runtime.adopt([arrivals[i] for i in indexes], urgent=urgent)
+            for i, outcome in zip(indexes, outcomes, strict=True):
+                results[i] = outcome
+            if urgent and self.on_stored is not None:  # their calls go on before the rest is stored
+                self.on_stored([o.object_id.hex for o in outcomes if o.status == "stored"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(adopt, True)
+            nursery.start_soon(adopt, False)
+        return [outcome for outcome in results if outcome is not None]

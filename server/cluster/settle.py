@@ -98,7 +98,11 @@ class ClusterGate:
     def set_others(self, holds: Mapping[str, Container[int]]) -> None:
         self.others = {node: slots for node, slots in holds.items() if node != self._router.self_id}
 
-    #### What the receiver tells the gate
+    #### What the receiver tells the gate, and asks it
+
+    def wanted(self, key: str) -> bool:
+        """Whether a call here waits for the object (this node is asking where it is)."""
+        return key in self._asking
 
     def arrived(self, keys: Iterable[str]) -> None:
         """These objects were stored here (adopted): calls waiting for the old owner's answer about
