@@ -29,26 +29,24 @@ Guarantees
   deleted (the deletions are made durable by the filesystem's next flush, not waited for).
 
 Mechanism: release is an eviction with the reason ``moved`` (which closes without a checkpoint),
-then, in a worker thread, either a read of the database as one image (``serialize``) and its hash, or
-for a big one a checkpoint and a hash of the file (the catalog read for its alarm in that thread too:
-on the event loop it would wait for a catalog transaction's fsync). Adopt works in three steps, each
-waiting for the last: every arriving file is placed under its real name (a small one, which came
-with its bytes, is hashed in memory and written there; a big one, staged by chunks, is hashed and
-renamed), by a few threads at once (``FILE_THREADS``: on a busy volume each creation may wait for the
-journal, and threads overlap those waits); one *barrier* makes every file and folder entry of the
-batch durable; one catalog transaction records the batch. Until that transaction commits no file of
-the batch is held here (see the crash points), so the order in which the barrier makes them durable
-does not matter. The barrier and the catalog transaction are two rounds (``_rounds.py``): the batches
-adopted meanwhile share them, and one round's catalog transaction overlaps the next one's barrier.
-An ``urgent`` adoption (objects calls wait for) skips both queues: an fsync of each of its files and
-folders, then its own catalog transaction.
-The barrier is ``syncfs(2)`` of the data folder's filesystem where the C library has it (Linux):
-one journal commit for the whole batch, where an fsync of each file and of each folder it entered
-(the fallback, run in parallel in the runtime's fsync pool) costs two flushes per object. Measured
-on 2 cores, ext4 on a virtual disk (``tests/benchmarks/bench_moves.py``, batches of 64 files of
-16 KiB): adopt alone 3,300-4,700 objects/s with ``syncfs``, 1,900-2,600 with the fallback; writing
-the staged files first (the cluster's part) costs as much again or more on that disk (creating a
-file takes 0.04-1.3 ms there, depending on the moment).
+then, in a worker thread, either a read of the database as one image (``serialize``) and its hash,
+or for a big one a checkpoint and a hash of the file (the catalog read for its alarm in that thread
+too: on the event loop it would wait for a catalog transaction's fsync). Adopt works in three steps,
+each waiting for the last: every arriving file is placed under its real name (a small one, which
+came with its bytes, is hashed in memory and written there; a big one, staged by chunks, is hashed
+and renamed); one *barrier* makes every file and folder entry of the batch durable; one catalog
+transaction records the batch. Until that transaction commits no file of the batch is held here (see
+the crash points), so the order in which the barrier makes them durable does not matter. The barrier
+and the catalog transaction are two rounds (``_rounds.py``): the batches adopted meanwhile share
+them, and one round's catalog transaction overlaps the next one's barrier. An ``urgent`` adoption
+(objects calls wait for) skips both queues: an fsync of each of its files and folders, then its own
+catalog transaction. The barrier is ``syncfs(2)`` of the data folder's filesystem where the C
+library has it (Linux): one journal commit for the whole batch, where an fsync of each file and of
+each folder it entered (the fallback, run in parallel in the runtime's fsync pool) costs two flushes
+per object. Measured on 2 cores, ext4 on a virtual disk (``tests/benchmarks/bench_moves.py``,
+batches of 64 files of 16 KiB): adopt alone 3,300-4,700 objects/s with ``syncfs``, 1,900-2,600 with
+the fallback; writing the staged files first (the cluster's part) costs as much again or more on
+that disk (creating a file takes 0.04-1.3 ms there, depending on the moment).
 
 Crash points
 - Before adopt's catalog commit, an arriving file may be under its real name already (whole, or cut
@@ -62,7 +60,10 @@ Crash points
   would answer ``already_held`` for an object whose data is gone.)
 
 XX: files a crash in discard left without an entry are never found again (short of a walk of every
-object folder); they hold disk space until the object is adopted here again.
+object folder); they hold disk space until the object is adopted here again. The same goes for a
+file a crash left under its real name before adopt's catalog commit (whole or cut short): an
+activation here would open it if this node ever created that object anew (the gate asks the other
+nodes first, and the sender still holds it, so the cluster adopts it again instead).
 XX: ``syncfs`` writes back everything dirty on the filesystem, other objects' WAL frames and
 checkpoints included, so on a node with much unsynced data one barrier costs more; it stays one
 flush per batch. Before Linux 5.8 it may not report a write-back error of another process's file
@@ -290,7 +291,7 @@ class Moves:
         try:
             if unwanted:
                 await self._work.off_loop(functools.partial(delete_files, unwanted, ("",)))
-            problems = await self._work.in_parts(place_all, files)
+            problems = await self._work.off_loop(functools.partial(place_all, files))
         except Exception as exc:
             raise runtime.internal_error(exc, f"placing {len(todo)} arriving files") from None
         stored: list[int] = []
@@ -373,7 +374,7 @@ class Moves:
         # No barrier after the deletions: once the catalog no longer lists an object this node does
         # not hold it, so a file a crash brings back is harmless (see the crash points); only its
         # disk space waits for the next flush. (A barrier here cost a syncfs per batch moved.)
-        await self._work.in_parts(delete_files, paths)
+        await self._work.off_loop(functools.partial(delete_files, paths))
 
     async def fold_released(self) -> None:
         """At a clean shutdown (nothing live): fold the WAL of each file listed in ``unfolded``."""

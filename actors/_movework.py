@@ -1,6 +1,5 @@
-"""How the blocking work of moves (``_moves.py``, ``_movefiles.py``) runs off the event loop: in a
-worker thread, in parts in several threads at once, or in the runtime's fsync pool; and the barrier
-that makes arriving files durable.
+"""How the blocking work of moves (``_moves.py``, ``_movefiles.py``) runs off the event loop (in a
+worker thread, or in the runtime's fsync pool), and the barrier that makes arriving files durable.
 
 Guarantees
 - Every helper waits for the work it started, even when its caller is cancelled (a thread cannot
@@ -17,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
 import trio
@@ -28,16 +27,9 @@ from ._syncpool import SYNCFS, call_syncfs
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["FILE_THREADS", "MoveWork"]
+__all__ = ["MoveWork"]
 
 T = TypeVar("T")
-U = TypeVar("U")
-V = TypeVar("V")
-
-#: threads that create (or delete) the files of one batch at once, each taking a part of them ...
-FILE_THREADS: Final = 4
-#: ... of at least this many files
-MIN_PART: Final = 8
 
 
 class MoveWork:
@@ -51,25 +43,6 @@ class MoveWork:
         if self._runtime.io_in_threads:
             return await trio.to_thread.run_sync(fn)
         return fn()
-
-    async def in_parts(self, fn: Callable[[list[U]], list[V] | None], items: list[U]) -> list[V]:
-        """``fn(part)`` for up to ``FILE_THREADS`` consecutive parts of ``items`` at once, each in a
-        worker thread (see ``off_loop``); their results (lists, or None) concatenated in order.
-
-        For file creations and deletions: on a busy volume each may wait for the journal (another
-        process's fsync), and threads overlap those waits where one thread would add them up.
-        """
-        size = max(MIN_PART, -(-len(items) // FILE_THREADS))
-        parts = [items[start : start + size] for start in range(0, len(items), size)]
-        results: list[list[V] | None] = [None] * len(parts)
-
-        async def run(index: int) -> None:
-            results[index] = await self.off_loop(functools.partial(fn, parts[index]))
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(parts)):
-                nursery.start_soon(run, index)
-        return [value for result in results for value in result or ()]
 
     async def barrier(self, files: list[Path], folders: set[Path], *, fsync_each: bool = False) -> None:
         """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the data folder's

@@ -612,6 +612,10 @@ class Runtime:
         """hex id -> id of every object in memory now (evicting ones included: their file is open)."""
         return {hex_id: activation.id for hex_id, activation in self.table.live.items()}
 
+    def active_ids(self, since: float) -> set[str]:
+        """hex id of every live object that worked at or after ``since`` (trio time)."""
+        return {hex_id for hex_id, activation in self.table.live.items() if activation.last_active >= since}
+
     def stored_ids(self) -> tuple[str, ...]:
         """The hex id of every object with storage on this node (from the catalog; none is woken)."""
         return self.catalog.ids()

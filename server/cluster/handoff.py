@@ -27,10 +27,11 @@ deletes its own. A node that received an object and already moved it on again wo
 successor copy and answers ``already_held``.
 
 Order and pace: objects some node asked for (``want``: a call is waiting for them) go first, then
-live ones (the most recently active first, in batches of 8, 16, 32, then ``BATCH_OBJECTS``), then
-idle ones; at most ``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight
-(a batch's slot is free once its answer is in: O's discard of it overlaps the next batch), each
-object once per change. ``remaining`` says what is left.
+those that worked in the last second (the most recently active first, in batches of 8, each
+released before the next batch starts), then the other live ones, then idle ones; at most
+``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight (a batch's slot is
+free once its answer is in: O's discard of it overlaps the next batch), each object once per change.
+``remaining`` says what is left.
 """
 
 from __future__ import annotations
@@ -64,10 +65,14 @@ ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
 BATCH_OBJECTS: Final = 64
 #: seconds a failed batch waits before it is tried again
 RETRY_SECONDS: Final = 0.5
-#: after a change, the live objects move first, the most recently active first, in batches of this
-#: many that double (up to ``BATCH_OBJECTS``): the busiest reach their new owner soonest, and live
-#: objects that have been idle for a while do not pay the round trip of a small batch each
+#: after a change, the objects that worked in the last ``HOT_SECONDS`` (calls are likely waiting
+#: for them) move first, the most recently active first, in batches of ``HOT_BATCH_OBJECTS``, each
+#: released before the next batch starts (for at most ``HOT_RELEASE_WAIT_SECONDS``: a long turn
+#: must not hold the move back), so that other releases do not slow theirs down; then the other live
+#: objects, then the idle ones, in batches of ``BATCH_OBJECTS``
+HOT_SECONDS: Final = 1.0
 HOT_BATCH_OBJECTS: Final = 8
+HOT_RELEASE_WAIT_SECONDS: Final = 0.5
 #: batches a node has in flight at once (to all new owners together)
 MOVE_CONCURRENCY: Final = 4
 #: objects of one batch released (evicted, checkpointed, read) at once
@@ -106,6 +111,7 @@ class _Item:
     hex: str
     object_id: ObjectId | None
     live: bool = False
+    hot: bool = False  # it worked in the last HOT_SECONDS before the scan
 
 
 class Mover:
@@ -143,8 +149,6 @@ class Mover:
         self.on_empty: Callable[[], None] | None = None
         self._tokens = 0.0
         self._refilled = 0.0
-        #: the size of the next batch of live objects (set by each scan, doubles per batch)
-        self._hot_size = BATCH_OBJECTS
         #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
         self.scanned_epoch = 0
         self._scanned = trio.Event()
@@ -230,9 +234,19 @@ class Mover:
                 owner, items = batch
                 await slots.acquire()
                 await self._take_tokens(len(items))
-                nursery.start_soon(self._move_batch, owner, items, slots)
+                all_released = trio.Event()
+                nursery.start_soon(self._move_batch, owner, items, slots, all_released)
+                if items[0].hot:  # the next batch starts once this one is released (see HOT_SECONDS),
+                    with trio.move_on_after(HOT_RELEASE_WAIT_SECONDS):  # or a long turn delays all
+                        await all_released.wait()
 
-    async def _move_batch(self, owner: str, items: list[_Item], slots: trio.Semaphore | None) -> None:
+    async def _move_batch(
+        self,
+        owner: str,
+        items: list[_Item],
+        slots: trio.Semaphore | None,
+        all_released: trio.Event | None = None,
+    ) -> None:
         freed = False
 
         def free() -> None:
@@ -243,7 +257,7 @@ class Mover:
                 slots.release()
 
         try:
-            await self._move(owner, items, free)
+            await self._move(owner, items, free, all_released)
         except Exception as exc:  # a batch never stops the mover: its objects are tried again
             log.warning(
                 "handoff batch failed",
@@ -255,6 +269,8 @@ class Mover:
             await trio.sleep(RETRY_SECONDS)
         finally:
             free()
+            if all_released is not None:
+                all_released.set()
             progress, self._progress = self._progress, trio.Event()
             progress.set()
             self._work.set()  # the loop may be waiting: look again (leftovers, emptiness)
@@ -282,18 +298,18 @@ class Mover:
             self._rescan = True
             return
         live = runtime.live_ids()
+        hot = runtime.active_ids(trio.current_time() - HOT_SECONDS)
         found: dict[str, _Item] = {}
         # Live objects first, the most recently active first (the runtime lists them least recently
         # active first): the objects calls are most likely to wait for move before idle ones.
         for key, object_id in reversed(live.items()):
             if owns_hex(key)[0] != me and key not in self.moving.sending:
                 item = self.remaining.get(key) or _Item(key, object_id)
-                item.live, item.object_id = True, item.object_id or object_id
+                item.live, item.hot, item.object_id = True, key in hot, item.object_id or object_id
                 found[key] = item
         for key in stored:
             if key not in found and owns_hex(key)[0] != me and key not in self.moving.sending:
                 found[key] = self.remaining.get(key) or _Item(key, None)
-        self._hot_size = HOT_BATCH_OBJECTS
         self.remaining = found
         self.scanned_epoch = epoch
         scanned, self._scanned = self._scanned, trio.Event()
@@ -312,12 +328,9 @@ class Mover:
         first = next(iter(items))  # the scan put live objects first, the most recently active first
         owner = owner_of(first.hex)[0]
         batch = [first]
-        size = BATCH_OBJECTS
-        if first.live:  # the hottest objects go in small batches: each arrives sooner
-            size = self._hot_size
-            self._hot_size = min(BATCH_OBJECTS, 2 * size)
+        size = HOT_BATCH_OBJECTS if first.hot else BATCH_OBJECTS  # a hot object arrives sooner
         for item in items:
-            if len(batch) >= size:
+            if len(batch) >= size or (first.hot and not item.hot):
                 break
             if item is not first and owner_of(item.hex)[0] == owner:
                 batch.append(item)
@@ -336,7 +349,13 @@ class Mover:
         if self._tokens < 0:
             await trio.sleep(-self._tokens / self.rate)
 
-    async def _move(self, owner: str, items: list[_Item], free: Callable[[], None]) -> None:
+    async def _move(
+        self,
+        owner: str,
+        items: list[_Item],
+        free: Callable[[], None],
+        all_released: trio.Event | None = None,
+    ) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -374,6 +393,8 @@ class Mover:
         async with trio.open_nursery() as nursery:  # evictions, checkpoints and reads overlap
             for item in items:
                 nursery.start_soon(release, item)
+        if all_released is not None:
+            all_released.set()
         if not released:
             return
         try:

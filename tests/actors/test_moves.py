@@ -264,6 +264,17 @@ async def test_a_fenced_activation_rolls_back_what_on_start_wrote(tmp_path):
 #### Release
 
 
+async def test_active_ids_are_the_live_objects_that_worked_since_a_time(tmp_path, autojump_clock):
+    """What the cluster moves first after a change (the objects calls are likely waiting for)."""
+    async with node(tmp_path / "n1") as (runtime, _):
+        await runtime.call(box("a"), "increment")
+        await trio.sleep(5)
+        await runtime.call(box("b"), "increment")
+        assert set(runtime.live_ids()) == {box("a").hex, box("b").hex}
+        assert runtime.active_ids(trio.current_time() - 1) == {box("b").hex}
+        assert runtime.active_ids(trio.current_time() - 6) == {box("a").hex, box("b").hex}
+
+
 async def test_release_lets_queued_turns_finish_and_commit_then_closes_sockets_with_4012(
     tmp_path, autojump_clock
 ):
