@@ -84,6 +84,8 @@ class ClusterGate:
         self._asking: dict[str, trio.Event] = {}
         #: the asks in progress, by hex id: an arrival of the object here ends them (``arrived``)
         self._ask_scopes: dict[str, trio.CancelScope] = {}
+        #: callers in ``admit``, by hex id (for holds, for answers, for a move in progress)
+        self._waiting: dict[str, int] = {}
         self._published_changed = trio.Event()
 
     #### What etcd_member.py tells the gate
@@ -101,8 +103,9 @@ class ClusterGate:
     #### What the receiver tells the gate, and asks it
 
     def wanted(self, key: str) -> bool:
-        """Whether a call here waits for the object (this node is asking where it is)."""
-        return key in self._asking
+        """Whether a call here waits for the object (in ``admit``: for this node's holds record, for
+        other nodes' answers, or for its move)."""
+        return key in self._waiting
 
     def arrived(self, keys: Iterable[str]) -> None:
         """These objects were stored here (adopted): calls waiting for the old owner's answer about
@@ -143,6 +146,16 @@ class ClusterGate:
     async def admit(self, object_id: ObjectId, deadline: float) -> None:
         """Return once the object may be activated here; raise the reason it may not (see above).
         Waits (up to ``deadline``) for this node's holds record and for other nodes' answers."""
+        key = object_id.hex
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            await self._admit(object_id, deadline)
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+
+    async def _admit(self, object_id: ObjectId, deadline: float) -> None:
         router = self._router
         while True:
             error = self.may_activate(object_id)
