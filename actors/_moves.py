@@ -38,15 +38,14 @@ and renamed); one *barrier* makes every file and folder entry of the batch durab
 transaction records the batch. Until that transaction commits no file of the batch is held here (see
 the crash points), so the order in which the barrier makes them durable does not matter. The barrier
 and the catalog transaction are two rounds (``_rounds.py``): the batches adopted meanwhile share
-them, and one round's catalog transaction overlaps the next one's barrier. An ``urgent`` adoption
-(objects calls wait for) skips both queues: an fsync of each of its files and folders, then its own
-catalog transaction. The barrier is ``syncfs(2)`` of the data folder's filesystem where the C
-library has it (Linux): one journal commit for the whole batch, where an fsync of each file and of
-each folder it entered (the fallback, run in parallel in the runtime's fsync pool) costs two flushes
-per object. Measured on 2 cores, ext4 on a virtual disk (``tests/benchmarks/bench_moves.py``,
-batches of 64 files of 16 KiB): adopt alone 3,300-4,700 objects/s with ``syncfs``, 1,900-2,600 with
-the fallback; writing the staged files first (the cluster's part) costs as much again or more on
-that disk (creating a file takes 0.04-1.3 ms there, depending on the moment).
+them, and one round's catalog transaction overlaps the next one's barrier. The barrier is
+``syncfs(2)`` of the data folder's filesystem where the C library has it (Linux): one journal commit
+for the whole batch, where an fsync of each file and of each folder it entered (the fallback, run in
+parallel in the runtime's fsync pool) costs two flushes per object. Measured on 2 cores, ext4 on a
+virtual disk (``tests/benchmarks/bench_moves.py``, batches of 64 files of 16 KiB): adopt alone
+3,300-4,700 objects/s with ``syncfs``, 1,900-2,600 with the fallback; writing the staged files first
+(the cluster's part) costs as much again or more on that disk (creating a file takes 0.04-1.3 ms
+there, depending on the moment).
 
 Crash points
 - Before adopt's catalog commit, an arriving file may be under its real name already (whole, or cut
@@ -248,7 +247,7 @@ class Moves:
 
     #### Adopt
 
-    async def adopt(self, arrivals: Sequence[Arrival], *, urgent: bool = False) -> list[AdoptOutcome]:
+    async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
         results: dict[int, AdoptOutcome] = {}
         keys: set[str] = set()  # this call's, in ``_arriving`` from before the catalog is read
         for i, arrival in enumerate(arrivals):
@@ -259,12 +258,12 @@ class Moves:
                 keys.add(object_id.hex)
         self._arriving |= keys
         try:
-            return await self._adopt(arrivals, results, keys, urgent)
+            return await self._adopt(arrivals, results, keys)
         finally:
             self._arriving -= keys
 
     async def _adopt(
-        self, arrivals: Sequence[Arrival], results: dict[int, AdoptOutcome], keys: set[str], urgent: bool
+        self, arrivals: Sequence[Arrival], results: dict[int, AdoptOutcome], keys: set[str]
     ) -> list[AdoptOutcome]:
         runtime = self._runtime
         # Off the event loop (see ``_release``); read after the ids entered ``_arriving``, so an
@@ -301,9 +300,7 @@ class Moves:
             else:
                 object_id = arrivals[i].object_id
                 results[i] = _failed(object_id, InvalidArgument(f"{object_id}: {problem}"))
-        if stored and urgent:
-            await self._commit_now([arrivals[i] for i in stored])
-        elif stored:
+        if stored:
             await self._commit_arrivals([arrivals[i] for i in stored])
         for i in stored:
             results[i] = AdoptOutcome(arrivals[i].object_id, "stored")
@@ -318,22 +315,14 @@ class Moves:
         await self._barrier_rounds.submit(arrivals)
         await self._catalog_rounds.submit(arrivals)
 
-    async def _commit_now(self, arrivals: list[Arrival]) -> None:
-        """What the two rounds do, for these arrivals alone and at once: an fsync of each file and
-        folder (in parallel; not a ``syncfs``, which would flush the whole volume and wait its
-        turn), then their catalog transaction. For the few objects calls wait for."""
-        with trio.CancelScope(shield=True):  # as a round: never left half done by a cancelled caller
-            await self._barrier_round(arrivals, fsync_each=True)
-            await self._catalog_round(arrivals)
-
-    async def _barrier_round(self, arrivals: list[Arrival], *, fsync_each: bool = False) -> None:
+    async def _barrier_round(self, arrivals: list[Arrival]) -> None:
         runtime, durable = self._runtime, self._runtime.durable_folders
         files = [runtime.object_path(arrival.object_id) for arrival in arrivals]
         folders = {path.parent for path in files}
         unknown = {d for path in files for d in path.parents[:3] if str(d) not in durable}
         folders.update(d.parent for d in unknown)
         try:
-            await self._work.barrier(files, folders, fsync_each=fsync_each)
+            await self._work.barrier(files, folders)
         except Exception as exc:
             # Files under their real names but no entry: not held here (see the module docstring).
             raise runtime.internal_error(exc, f"adopting {len(arrivals)} objects") from None

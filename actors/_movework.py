@@ -44,11 +44,10 @@ class MoveWork:
             return await trio.to_thread.run_sync(fn)
         return fn()
 
-    async def barrier(self, files: list[Path], folders: set[Path], *, fsync_each: bool = False) -> None:
+    async def barrier(self, files: list[Path], folders: set[Path]) -> None:
         """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the data folder's
-        filesystem, or (without it, or with ``fsync_each``) an fsync of each, in parallel in the
-        fsync pool."""
-        if _syncfs is not None and not fsync_each:
+        filesystem, or (without it) an fsync of each, in parallel in the fsync pool."""
+        if _syncfs is not None:
             await self.off_loop(functools.partial(_sync_filesystem, self._runtime.data_dir))
             return
         for result in await self.in_pool([functools.partial(fsync_path, p) for p in [*files, *folders]]):

@@ -517,7 +517,7 @@ class Runtime:
         """Where to write the bytes of the object's file as they arrive (its folder is made)."""
         return self._moves.staging_path(object_id)
 
-    async def adopt(self, arrivals: Sequence[Arrival], *, urgent: bool = False) -> list[AdoptOutcome]:
+    async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
         """Store arriving objects (their bytes in the ``Arrival``, or their files written at
         ``staging_path``); one outcome per arrival, in order.
 
@@ -525,10 +525,9 @@ class Runtime:
         alarm scheduled) only once this returns ``stored`` for it; nothing is activated and the gate
         is not consulted. A SHA-256 mismatch or missing file fails that arrival alone (InvalidArgument);
         an object held here already keeps this node's copy (``already_held``). Raises InternalError if
-        the batch could not be made durable: then none of it is held here. ``urgent`` (objects calls
-        wait for) makes them durable at once, apart from the group commit of the other arrivals.
+        the batch could not be made durable: then none of it is held here.
         """
-        return await self._moves.adopt(arrivals, urgent=urgent)
+        return await self._moves.adopt(arrivals)
 
     async def discard(self, object_ids: Sequence[ObjectId]) -> None:
         """Delete this node's copies of released objects: files, catalog entries, pending alarms,

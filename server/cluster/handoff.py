@@ -13,7 +13,7 @@ hands each of them over (old owner O, new owner N, epoch E):
    checks each file's SHA-256, writes it under its name, makes the files and folder entries
    durable, records the batch in its catalog (``runtime.adopt``, with the batches from other senders
    in the same rounds), and answers. A call on N waiting for one of these objects goes on as soon
-   as N stored it (``settle.ClusterGate.arrived``), and such objects are stored apart, at once.
+   as N stored it (``settle.ClusterGate.arrived``).
 3. Only then O deletes its copy (``runtime.discard``). Until O has the answer, the object counts
    as moving: O activates it for no one, and tells a node that asks for it to wait.
 

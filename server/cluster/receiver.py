@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors import AdoptOutcome, Arrival
+from actors import Arrival
 from actors.errors import InvalidArgument
 
 from .handoff import TRANSFER_TIMEOUT_SECONDS, HandoffMetrics, object_ref
@@ -40,8 +40,6 @@ class Receiver:
         self._mover = mover
         #: told the hex ids of the objects each adopt stored (the gate's ``arrived``)
         self.on_stored: Callable[[list[str]], None] | None = None
-        #: whether a call here waits for an object (the gate's ``wanted``): those are stored apart
-        self.wanted: Callable[[str], bool] = lambda _: False
 
     async def chunk(self, kwargs: dict[str, Any]) -> None:
         router, runtime = self._router, self._runtime
@@ -88,7 +86,7 @@ class Receiver:
             await self._mover.outcome_known(object_id.hex for object_id in stale)
         if arrivals:
             stored: list[str] = []
-            for outcome in await self._adopt(arrivals):
+            for outcome in await runtime.adopt(arrivals):
                 row: dict[str, Any] = {"id": outcome.object_id.hex, "outcome": outcome.status}
                 if outcome.error is not None:
                     row["error"] = outcome.error.message
@@ -99,26 +97,3 @@ class Receiver:
             if stored and self.on_stored is not None:
                 self.on_stored(stored)
         return {"outcomes": outcomes, "epoch": router.epoch}
-
-    async def _adopt(self, arrivals: list[Arrival]) -> list[AdoptOutcome]:
-        """``runtime.adopt``, with the objects calls wait for made durable at once (``urgent``)
-        while the others join the group commit; outcomes in the order of ``arrivals``."""
-        wanted = [self.wanted(a.object_id.hex) for a in arrivals]
-        if not any(wanted):
-            return await self._runtime.adopt(arrivals)
-        results: list[AdoptOutcome | None] = [None] * len(arrivals)
-
-        async def adopt(urgent: bool) -> None:
-            indexes = [i for i, w in enumerate(wanted) if w is urgent]
-            if not indexes:
-                return
-            outcomes = await self._runtime.adopt([arrivals[i] for i in indexes], urgent=urgent)
-            for i, outcome in zip(indexes, outcomes, strict=True):
-                results[i] = outcome
-            if urgent and self.on_stored is not None:  # their calls go on before the rest is stored
-                self.on_stored([o.object_id.hex for o in outcomes if o.status == "stored"])
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(adopt, True)
-            nursery.start_soon(adopt, False)
-        return [outcome for outcome in results if outcome is not None]

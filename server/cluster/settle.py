@@ -84,8 +84,6 @@ class ClusterGate:
         self._asking: dict[str, trio.Event] = {}
         #: the asks in progress, by hex id: an arrival of the object here ends them (``arrived``)
         self._ask_scopes: dict[str, trio.CancelScope] = {}
-        #: callers in ``admit``, by hex id (for holds, for answers, for a move in progress)
-        self._waiting: dict[str, int] = {}
         self._published_changed = trio.Event()
 
     #### What etcd_member.py tells the gate
@@ -100,12 +98,7 @@ class ClusterGate:
     def set_others(self, holds: Mapping[str, Container[int]]) -> None:
         self.others = {node: slots for node, slots in holds.items() if node != self._router.self_id}
 
-    #### What the receiver tells the gate, and asks it
-
-    def wanted(self, key: str) -> bool:
-        """Whether a call here waits for the object (in ``admit``: for this node's holds record, for
-        other nodes' answers, or for its move)."""
-        return key in self._waiting
+    #### What the receiver tells the gate
 
     def arrived(self, keys: Iterable[str]) -> None:
         """These objects were stored here (adopted): calls waiting for the old owner's answer about
@@ -146,16 +139,6 @@ class ClusterGate:
     async def admit(self, object_id: ObjectId, deadline: float) -> None:
         """Return once the object may be activated here; raise the reason it may not (see above).
         Waits (up to ``deadline``) for this node's holds record and for other nodes' answers."""
-        key = object_id.hex
-        self._waiting[key] = self._waiting.get(key, 0) + 1
-        try:
-            await self._admit(object_id, deadline)
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key]
-
-    async def _admit(self, object_id: ObjectId, deadline: float) -> None:
         router = self._router
         while True:
             error = self.may_activate(object_id)

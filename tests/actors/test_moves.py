@@ -497,34 +497,6 @@ async def test_an_arrival_with_its_bytes_is_written_under_its_name_only_if_they_
         assert await n2.call(box("b"), "get") == 1
 
 
-async def test_an_urgent_arrival_is_stored_and_catalogued_like_the_others(tmp_path):
-    """An object a call waits for (``urgent``: its own fsyncs and catalog transaction, beside a
-    round of the other arrivals) is held, callable, and still held after a restart."""
-    async with node(tmp_path / "n1") as (n1, gate1), node(tmp_path / "n2", threads=True) as (n2, _):
-        for name in ("slow", "hot"):
-            await n1.call(box(name), "increment")
-        gate1.refused.update({box("slow").hex, box("hot").hex})
-        slow, hot = [await n1.release(box(name), inline_bytes=1 << 20) for name in ("slow", "hot")]
-        assert slow is not None
-        assert hot is not None
-        record: list[str] = []
-
-        async def adopt(released: Released, urgent: bool) -> None:
-            arrival = Arrival(released.object_id, released.sha256_hex, None, released.data)
-            (outcome,) = await n2.adopt([arrival], urgent=urgent)
-            record.append(f"{released.object_id.name} {outcome.status}")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(adopt, slow, False)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(adopt, hot, True)
-        assert sorted(record) == ["hot stored", "slow stored"]
-        assert [await n2.call(box(name), "get") for name in ("slow", "hot")] == [1, 1]
-    async with node(tmp_path / "n2") as (n2, _):  # both catalogued: held after a restart
-        assert n2.holds(box("slow"))
-        assert n2.holds(box("hot"))
-
-
 async def test_an_object_arriving_twice_at_once_is_stored_once(tmp_path):
     """A second arrival while the first is being made durable fails (the sender tries again and
     hears ``already_held``): it must not rewrite a file under its round's barrier."""
