@@ -28,7 +28,7 @@ successor copy and answers ``already_held``.
 
 Order and pace: objects some node asked for (``want``: a call is waiting for them) go first, then
 those that worked in the last second (the most recently active first, in batches of 8, each
-released before the next batch starts), then the other live ones, then idle ones; at most
+answered before the next batch starts, for at most 0.5 s), then the other live ones, then idle ones; at most
 ``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight (a batch's slot is
 free once its answer is in: O's discard of it overlaps the next batch), each object once per change.
 ``remaining`` says what is left.
@@ -67,9 +67,9 @@ BATCH_OBJECTS: Final = 64
 RETRY_SECONDS: Final = 0.5
 #: after a change, the objects that worked in the last ``HOT_SECONDS`` (calls are likely waiting
 #: for them) move first, the most recently active first, in batches of ``HOT_BATCH_OBJECTS``, each
-#: released before the next batch starts (for at most ``HOT_RELEASE_WAIT_SECONDS``: a long turn
-#: must not hold the move back), so that other releases do not slow theirs down; then the other live
-#: objects, then the idle ones, in batches of ``BATCH_OBJECTS``
+#: answered before the next batch starts (for at most ``HOT_RELEASE_WAIT_SECONDS``: a long turn or
+#: a slow peer must not hold the move back), so that no big batch competes with theirs on either
+#: node; then the other live objects, then the idle ones, in batches of ``BATCH_OBJECTS``
 HOT_SECONDS: Final = 1.0
 HOT_BATCH_OBJECTS: Final = 8
 HOT_RELEASE_WAIT_SECONDS: Final = 0.5
@@ -234,30 +234,32 @@ class Mover:
                 owner, items = batch
                 await slots.acquire()
                 await self._take_tokens(len(items))
-                all_released = trio.Event()
-                nursery.start_soon(self._move_batch, owner, items, slots, all_released)
-                if items[0].hot:  # the next batch starts once this one is released (see HOT_SECONDS),
-                    with trio.move_on_after(HOT_RELEASE_WAIT_SECONDS):  # or a long turn delays all
-                        await all_released.wait()
+                answered = trio.Event()
+                nursery.start_soon(self._move_batch, owner, items, slots, answered)
+                if items[0].hot:  # the next batch starts once this one is answered (see HOT_SECONDS)
+                    with trio.move_on_after(HOT_RELEASE_WAIT_SECONDS):
+                        await answered.wait()
 
     async def _move_batch(
         self,
         owner: str,
         items: list[_Item],
         slots: trio.Semaphore | None,
-        all_released: trio.Event | None = None,
+        answered: trio.Event | None = None,
     ) -> None:
         freed = False
 
         def free() -> None:
             """Give the batch's slot back (once): when its answer is in, or when it ends."""
             nonlocal freed
+            if answered is not None:
+                answered.set()
             if slots is not None and not freed:
                 freed = True
                 slots.release()
 
         try:
-            await self._move(owner, items, free, all_released)
+            await self._move(owner, items, free)
         except Exception as exc:  # a batch never stops the mover: its objects are tried again
             log.warning(
                 "handoff batch failed",
@@ -269,8 +271,6 @@ class Mover:
             await trio.sleep(RETRY_SECONDS)
         finally:
             free()
-            if all_released is not None:
-                all_released.set()
             progress, self._progress = self._progress, trio.Event()
             progress.set()
             self._work.set()  # the loop may be waiting: look again (leftovers, emptiness)
@@ -349,13 +349,7 @@ class Mover:
         if self._tokens < 0:
             await trio.sleep(-self._tokens / self.rate)
 
-    async def _move(
-        self,
-        owner: str,
-        items: list[_Item],
-        free: Callable[[], None],
-        all_released: trio.Event | None = None,
-    ) -> None:
+    async def _move(self, owner: str, items: list[_Item], free: Callable[[], None]) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -393,8 +387,6 @@ class Mover:
         async with trio.open_nursery() as nursery:  # evictions, checkpoints and reads overlap
             for item in items:
                 nursery.start_soon(release, item)
-        if all_released is not None:
-            all_released.set()
         if not released:
             return
         try:
