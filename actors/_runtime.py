@@ -538,7 +538,8 @@ class Runtime:
         return self._moves.staging_path(object_id)
 
     async def adopt(self, arrivals: Sequence[Arrival]) -> list[AdoptOutcome]:
-        """Store objects whose files were written at ``staging_path``; one outcome per arrival, in order.
+        """Store arriving objects (their bytes in the ``Arrival``, or their files written at
+        ``staging_path``); one outcome per arrival, in order.
 
         An object is stored here (file durable under its name, catalog entry with its alarm committed,
         alarm scheduled) only once this returns ``stored`` for it; nothing is activated and the gate
@@ -629,6 +630,10 @@ class Runtime:
     def live_ids(self) -> dict[str, ObjectId]:
         """hex id -> id of every object in memory now (evicting ones included: their file is open)."""
         return {hex_id: activation.id for hex_id, activation in self.table.live.items()}
+
+    def active_ids(self, since: float) -> set[str]:
+        """hex id of every live object that worked at or after ``since`` (trio time)."""
+        return {hex_id for hex_id, activation in self.table.live.items() if activation.last_active >= since}
 
     def stored_ids(self) -> tuple[str, ...]:
         """The hex id of every object with storage on this node (from the catalog; none is woken)."""

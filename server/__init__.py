@@ -241,6 +241,7 @@ def _handoff_parts(
     if isinstance(member, FileMember):  # no lease, no holds record: the previous epoch says whom to ask
         gate = ClusterGate(cluster, runtime.holds, mover.moving)
         runtime.set_gate(gate)
+        receiver.on_stored = gate.arrived
         metrics.cluster_gauges = lambda: (cluster.epoch, mover.to_move, False, 0.0)
 
         async def follow_file() -> None:
@@ -252,6 +253,7 @@ def _handoff_parts(
     gate = ClusterGate(cluster, runtime.holds, mover.moving, liveness)
     gate.set_published(frozenset(), initial=True)  # nothing activates before our holds are in etcd
     runtime.set_gate(gate)
+    receiver.on_stored = gate.arrived
     cluster.ready_checks.append(lambda: gate.published_once and liveness.writable)
 
     def gauges() -> tuple[int, int, bool, float]:

@@ -10,8 +10,10 @@ hands each of them over (old owner O, new owner N, epoch E):
    files of one batch in one message (a file over half a message in ``adopt_chunk`` messages
    first). N adopts E first if it is newer; refuses an object it does not own under its epoch
    (``not_owner`` with its epoch: O adopts it and sends the object to its owner under that epoch);
-   writes each file beside its final place, checks the SHA-256, fsyncs, renames, fsyncs the
-   folder, records the batch in its catalog in one transaction (``runtime.adopt``), and answers.
+   checks each file's SHA-256, writes it under its name, makes the files and folder entries
+   durable, records the batch in its catalog (``runtime.adopt``, with the batches from other senders
+   in the same rounds), and answers. A call on N waiting for one of these objects goes on as soon
+   as N stored it (``settle.ClusterGate.arrived``).
 3. Only then O deletes its copy (``runtime.discard``). Until O has the answer, the object counts
    as moving: O activates it for no one, and tells a node that asks for it to wait.
 
@@ -25,8 +27,11 @@ deletes its own. A node that received an object and already moved it on again wo
 successor copy and answers ``already_held``.
 
 Order and pace: objects some node asked for (``want``: a call is waiting for them) go first, then
-live ones, then idle ones; at most ``rate`` objects a second (a token bucket), in batches of at
-most ``BATCH_OBJECTS`` objects, each object once per change. ``remaining`` says what is left.
+those that worked in the last second (the most recently active first, in batches of 8, each
+answered before the next batch starts, for at most 0.5 s), then the other live ones, then idle ones; at most
+``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight (a batch's slot is
+free once its answer is in: O's discard of it overlaps the next batch), each object once per change.
+``remaining`` says what is left.
 """
 
 from __future__ import annotations
@@ -60,10 +65,14 @@ ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
 BATCH_OBJECTS: Final = 64
 #: seconds a failed batch waits before it is tried again
 RETRY_SECONDS: Final = 0.5
-#: after a change, the most recently active live objects (at most this many) move first ...
-HOT_OBJECTS: Final = 256
-#: ... in batches of this many, so that each reaches its new owner sooner
+#: after a change, the objects that worked in the last ``HOT_SECONDS`` (calls are likely waiting
+#: for them) move first, the most recently active first, in batches of ``HOT_BATCH_OBJECTS``, each
+#: answered before the next batch starts (for at most ``HOT_RELEASE_WAIT_SECONDS``: a long turn or
+#: a slow peer must not hold the move back), so that no big batch competes with theirs on either
+#: node; then the other live objects, then the idle ones, in batches of ``BATCH_OBJECTS``
+HOT_SECONDS: Final = 1.0
 HOT_BATCH_OBJECTS: Final = 8
+HOT_RELEASE_WAIT_SECONDS: Final = 0.5
 #: batches a node has in flight at once (to all new owners together)
 MOVE_CONCURRENCY: Final = 4
 #: objects of one batch released (evicted, checkpointed, read) at once
@@ -102,6 +111,7 @@ class _Item:
     hex: str
     object_id: ObjectId | None
     live: bool = False
+    hot: bool = False  # it worked in the last HOT_SECONDS before the scan
 
 
 class Mover:
@@ -139,8 +149,6 @@ class Mover:
         self.on_empty: Callable[[], None] | None = None
         self._tokens = 0.0
         self._refilled = 0.0
-        #: most recently active objects still to send in small batches (set by each scan)
-        self._hot = 0
         #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
         self.scanned_epoch = 0
         self._scanned = trio.Event()
@@ -226,11 +234,32 @@ class Mover:
                 owner, items = batch
                 await slots.acquire()
                 await self._take_tokens(len(items))
-                nursery.start_soon(self._move_batch, owner, items, slots)
+                answered = trio.Event()
+                nursery.start_soon(self._move_batch, owner, items, slots, answered)
+                if items[0].hot:  # the next batch starts once this one is answered (see HOT_SECONDS)
+                    with trio.move_on_after(HOT_RELEASE_WAIT_SECONDS):
+                        await answered.wait()
 
-    async def _move_batch(self, owner: str, items: list[_Item], slots: trio.Semaphore | None) -> None:
+    async def _move_batch(
+        self,
+        owner: str,
+        items: list[_Item],
+        slots: trio.Semaphore | None,
+        answered: trio.Event | None = None,
+    ) -> None:
+        freed = False
+
+        def free() -> None:
+            """Give the batch's slot back (once): when its answer is in, or when it ends."""
+            nonlocal freed
+            if answered is not None:
+                answered.set()
+            if slots is not None and not freed:
+                freed = True
+                slots.release()
+
         try:
-            await self._move(owner, items)
+            await self._move(owner, items, free)
         except Exception as exc:  # a batch never stops the mover: its objects are tried again
             log.warning(
                 "handoff batch failed",
@@ -241,8 +270,7 @@ class Mover:
                 self.remaining.setdefault(item.hex, item)
             await trio.sleep(RETRY_SECONDS)
         finally:
-            if slots is not None:
-                slots.release()
+            free()
             progress, self._progress = self._progress, trio.Event()
             progress.set()
             self._work.set()  # the loop may be waiting: look again (leftovers, emptiness)
@@ -270,18 +298,18 @@ class Mover:
             self._rescan = True
             return
         live = runtime.live_ids()
+        hot = runtime.active_ids(trio.current_time() - HOT_SECONDS)
         found: dict[str, _Item] = {}
         # Live objects first, the most recently active first (the runtime lists them least recently
         # active first): the objects calls are most likely to wait for move before idle ones.
         for key, object_id in reversed(live.items()):
             if owns_hex(key)[0] != me and key not in self.moving.sending:
                 item = self.remaining.get(key) or _Item(key, object_id)
-                item.live, item.object_id = True, item.object_id or object_id
+                item.live, item.hot, item.object_id = True, key in hot, item.object_id or object_id
                 found[key] = item
         for key in stored:
             if key not in found and owns_hex(key)[0] != me and key not in self.moving.sending:
                 found[key] = self.remaining.get(key) or _Item(key, None)
-        self._hot = min(HOT_OBJECTS, sum(1 for item in found.values() if item.live))
         self.remaining = found
         self.scanned_epoch = epoch
         scanned, self._scanned = self._scanned, trio.Event()
@@ -300,12 +328,9 @@ class Mover:
         first = next(iter(items))  # the scan put live objects first, the most recently active first
         owner = owner_of(first.hex)[0]
         batch = [first]
-        size = BATCH_OBJECTS
-        if self._hot > 0:  # the hottest objects go in small batches: each arrives sooner
-            size = HOT_BATCH_OBJECTS
-            self._hot -= HOT_BATCH_OBJECTS
+        size = HOT_BATCH_OBJECTS if first.hot else BATCH_OBJECTS  # a hot object arrives sooner
         for item in items:
-            if len(batch) >= size:
+            if len(batch) >= size or (first.hot and not item.hot):
                 break
             if item is not first and owner_of(item.hex)[0] == owner:
                 batch.append(item)
@@ -324,7 +349,7 @@ class Mover:
         if self._tokens < 0:
             await trio.sleep(-self._tokens / self.rate)
 
-    async def _move(self, owner: str, items: list[_Item]) -> None:
+    async def _move(self, owner: str, items: list[_Item], free: Callable[[], None]) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -336,10 +361,14 @@ class Mover:
         released: list[tuple[ObjectId, Any, bytes | None]] = []
         sending = self.moving.sending
         limiter = trio.CapacityLimiter(RELEASE_CONCURRENCY)
+        unnamed = [item.hex for item in items if item.object_id is None]  # idle ones: the scan had hex ids
+        # Read in a thread: a catalog read on the event loop would wait there for the catalog's
+        # transactions in flight (a discard's), each holding its lock through an fsync.
+        named = await trio.to_thread.run_sync(_catalog_ids, runtime, unnamed) if unnamed else {}
 
         async def release(item: _Item) -> None:
             async with limiter:
-                object_id = item.object_id or _catalog_id(runtime, item.hex)
+                object_id = item.object_id or named.get(item.hex)
                 if object_id is None:
                     sending.discard(item.hex)
                     return  # deleted since the scan
@@ -363,7 +392,7 @@ class Mover:
         try:
             if self._sent_log is not None:  # durably, before anything leaves
                 await self._sent_log.sending(owner, [object_id.hex for object_id, _, _ in released])
-            await self._send(owner, link, released)
+            await self._send(owner, link, released, free)
         except BaseException:
             # The outcome is unknown: the new owner may have stored them. Until a send is answered,
             # they stay moving (activated for no one) and are sent again (``already_held`` then).
@@ -375,7 +404,13 @@ class Mover:
             for object_id, _, _ in released:
                 sending.discard(object_id.hex)
 
-    async def _send(self, owner: str, link: Any, released: list[tuple[ObjectId, Any, bytes | None]]) -> None:
+    async def _send(
+        self,
+        owner: str,
+        link: Any,
+        released: list[tuple[ObjectId, Any, bytes | None]],
+        free: Callable[[], None],
+    ) -> None:
         router, runtime = self._router, self._runtime
         entries: list[dict[str, Any]] = []
         for object_id, done, data in released:
@@ -392,6 +427,9 @@ class Mover:
             with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
                 reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
             outcomes.extend(reply["outcomes"])
+        # The receiver's work is done: the next batch may leave while this one's discard runs here
+        # (its objects still count as moving until then, and are activated for no one).
+        free()
         discard: list[ObjectId] = []
         newer = 0
         by_hex = {object_id.hex: object_id for object_id, _, _ in released}
@@ -496,3 +534,8 @@ def object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]
 def _catalog_id(runtime: Runtime, key: str) -> ObjectId | None:
     entry = runtime.catalog.get(key)
     return None if entry is None else entry.id
+
+
+def _catalog_ids(runtime: Runtime, keys: list[str]) -> dict[str, ObjectId]:
+    """The ids of those of ``keys`` the catalog lists (blocks: run it in a thread)."""
+    return {key: object_id for key in keys if (object_id := _catalog_id(runtime, key)) is not None}

@@ -16,6 +16,9 @@ Guarantees (of :meth:`ClusterGate.admit`, run before an object that is not live 
   (``want``, ``handoff.py``). A node that cannot be asked (down) makes the call fail with
   ``OwnerUnavailable`` naming it: its objects are never re-created empty elsewhere.
 - An object this node is still handing off (its transfer's outcome unknown) is not activated here.
+- A caller waiting for other nodes' answers stops waiting once the object was stored here
+  (:meth:`arrived`): the sender released it (its turns finished) before it sent it, and never
+  activates it again, so the copy here is the only one that may be written from then on.
 - :meth:`may_write` refuses every turn while the liveness fence is down (``liveness.py``): the
   node stops writing before its lease can have expired in etcd.
 """
@@ -23,7 +26,7 @@ Guarantees (of :meth:`ClusterGate.admit`, run before an object that is not live 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -79,6 +82,8 @@ class ClusterGate:
         self.others: Mapping[str, Container[int]] = {}
         self._settled: dict[str, int] = {}
         self._asking: dict[str, trio.Event] = {}
+        #: the asks in progress, by hex id: an arrival of the object here ends them (``arrived``)
+        self._ask_scopes: dict[str, trio.CancelScope] = {}
         self._published_changed = trio.Event()
 
     #### What etcd_member.py tells the gate
@@ -92,6 +97,16 @@ class ClusterGate:
 
     def set_others(self, holds: Mapping[str, Container[int]]) -> None:
         self.others = {node: slots for node, slots in holds.items() if node != self._router.self_id}
+
+    #### What the receiver tells the gate
+
+    def arrived(self, keys: Iterable[str]) -> None:
+        """These objects were stored here (adopted): calls waiting for the old owner's answer about
+        them go on at once, without waiting for the old owner to discard its copy and answer."""
+        for key in keys:
+            scope = self._ask_scopes.get(key)
+            if scope is not None:
+                scope.cancel()
 
     #### The runtime's gate
 
@@ -186,8 +201,11 @@ class ClusterGate:
                     failures.append(self._unreachable(object_id, node))
 
             async with trio.open_nursery() as nursery:
+                self._ask_scopes[key] = nursery.cancel_scope
                 for node in self._blockers(object_id):
                     nursery.start_soon(ask, node)
+            if nursery.cancel_scope.cancelled_caught:
+                return  # stored here meanwhile (``arrived``): the caller finds it held
             if newer:
                 await self._router.reach(newer, deadline)
                 return
@@ -199,6 +217,7 @@ class ClusterGate:
                 self._settled[key] = epoch
         finally:
             del self._asking[key]
+            self._ask_scopes.pop(key, None)
             done.set()
 
     def _unreachable(self, object_id: ObjectId, node: str) -> OwnerUnavailable:

@@ -1,7 +1,8 @@
 """Moving objects between nodes, the runtime's side: the gate and the fence, release, adopt, discard.
 
 Two runtimes on two data folders in one trio run stand for two nodes; the bytes go from one to the
-other through ``staging_path`` as the cluster would send them. The gate is a small real
+other as the cluster sends them: a small file's bytes in its ``Arrival``, a big one through
+``staging_path``. The gate is a small real
 implementation of ``Gate`` that refuses what the test says.
 """
 
@@ -29,7 +30,7 @@ from actors import (
     Released,
     Runtime,
     WebSocket,
-    _moves,
+    _movework,
     open_runtime,
 )
 from actors.errors import ActorError, InvalidArgument, OwnerUnavailable
@@ -263,6 +264,17 @@ async def test_a_fenced_activation_rolls_back_what_on_start_wrote(tmp_path):
 #### Release
 
 
+async def test_active_ids_are_the_live_objects_that_worked_since_a_time(tmp_path, autojump_clock):
+    """What the cluster moves first after a change (the objects calls are likely waiting for)."""
+    async with node(tmp_path / "n1") as (runtime, _):
+        await runtime.call(box("a"), "increment")
+        await trio.sleep(5)
+        await runtime.call(box("b"), "increment")
+        assert set(runtime.live_ids()) == {box("a").hex, box("b").hex}
+        assert runtime.active_ids(trio.current_time() - 1) == {box("b").hex}
+        assert runtime.active_ids(trio.current_time() - 6) == {box("a").hex, box("b").hex}
+
+
 async def test_release_lets_queued_turns_finish_and_commit_then_closes_sockets_with_4012(
     tmp_path, autojump_clock
 ):
@@ -340,8 +352,7 @@ async def test_a_small_object_is_released_as_one_image_and_its_files_stay_as_the
         )
         assert sorted(os.listdir(path.parent)) == [path.name, f"{path.name}-wal"]  # untouched
         assert path.read_bytes() != released.data  # the state is in the WAL still; the image has it
-        n2.staging_path(box("b")).write_bytes(released.data)
-        (outcome,) = await n2.adopt([Arrival(box("b"), released.sha256_hex, released.alarm)])
+        (outcome,) = await n2.adopt([Arrival(box("b"), released.sha256_hex, released.alarm, released.data)])
         assert outcome.status == "stored"
         assert await n2.call(box("b"), "get") == 3
         assert (await n2.call(box("b"), "notes"))[1] == ["kept"]
@@ -461,6 +472,53 @@ async def test_a_staged_file_whose_sha256_does_not_match_is_refused_and_deleted(
         (missing,) = await n2.adopt([Arrival(box("b"), released.sha256_hex, None)])
         assert missing.status == "failed"
         assert "no staged file" in str(missing.error)
+
+
+async def test_an_arrival_with_its_bytes_is_written_under_its_name_only_if_they_match(tmp_path):
+    async with node(tmp_path / "n1") as (n1, gate1), node(tmp_path / "n2") as (n2, _):
+        await n1.call(box("b"), "increment")
+        gate1.refused.add(box("b").hex)
+        released = await n1.release(box("b"), inline_bytes=1 << 20)
+        assert released is not None
+        assert released.data is not None
+        wrong = Arrival(box("b"), released.sha256_hex, None, released.data[:-1] + b"!")
+        (refused,) = await n2.adopt([wrong])
+        assert refused.status == "failed"
+        assert isinstance(refused.error, InvalidArgument)
+        assert "SHA-256" in refused.error.message
+        assert files_under(tmp_path / "n2" / "objects") == []
+        assert not n2.holds(box("b"))
+        (stored,) = await n2.adopt([Arrival(box("b"), released.sha256_hex, None, released.data)])
+        assert stored.status == "stored"
+        path = n2.object_path(box("b"))
+        objects = tmp_path / "n2" / "objects"
+        assert files_under(objects) == [str(path.relative_to(objects))]
+        assert path.read_bytes() == released.data
+        assert await n2.call(box("b"), "get") == 1
+
+
+async def test_an_object_arriving_twice_at_once_is_stored_once(tmp_path):
+    """A second arrival while the first is being made durable fails (the sender tries again and
+    hears ``already_held``): it must not rewrite a file under its round's barrier."""
+    async with node(tmp_path / "n1") as (n1, gate1), node(tmp_path / "n2", threads=True) as (n2, _):
+        await n1.call(box("b"), "increment")
+        gate1.refused.add(box("b").hex)
+        released = await n1.release(box("b"), inline_bytes=1 << 20)
+        assert released is not None
+        arrival = Arrival(box("b"), released.sha256_hex, None, released.data)
+        outcomes: list[AdoptOutcome] = []
+
+        async def adopt() -> None:
+            outcomes.extend(await n2.adopt([arrival]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(adopt)
+            nursery.start_soon(adopt)
+        assert sorted(o.status for o in outcomes) == ["failed", "stored"]
+        (failed,) = [o for o in outcomes if o.status == "failed"]
+        assert str(failed.error).endswith("is arriving twice at once")
+        assert [o.status for o in await n2.adopt([arrival])] == ["already_held"]
+        assert await n2.call(box("b"), "get") == 1
 
 
 async def test_adopting_an_object_already_held_keeps_this_nodes_copy(tmp_path):
@@ -588,8 +646,8 @@ async def test_object_opened_and_closed_bracket_every_activation(tmp_path, autoj
 @pytest.mark.parametrize("barrier", ["syncfs", "fsync of each file and folder"])
 async def test_a_few_hundred_objects_go_to_another_node_and_back(tmp_path, monkeypatch, barrier):
     if barrier != "syncfs":
-        monkeypatch.setattr(_moves, "_syncfs", None)
-    elif _moves._syncfs is None:
+        monkeypatch.setattr(_movework, "_syncfs", None)
+    elif _movework._syncfs is None:
         pytest.skip("no syncfs in this C library")
     ids = [box(f"o{i}") for i in range(300)]
     async with node(tmp_path / "n1", threads=True) as (n1, gate1), node(tmp_path / "n2", threads=True) as (

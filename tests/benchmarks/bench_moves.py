@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from actors import App, Arrival, DurableObject, ObjectId, Runtime, _moves, open_runtime
+from actors import App, Arrival, DurableObject, ObjectId, Runtime, _movework, open_runtime
 
 
 class Box(DurableObject):
@@ -64,9 +64,9 @@ async def _adopt_all(runtime: Runtime, ids: list[ObjectId], data: bytes, batch: 
 
 
 async def _run(mode: str, objects: int, batch: int, size: int) -> tuple[float, float]:
-    original = _moves._syncfs
+    original = _movework._syncfs
     if mode == "fsync":
-        _moves._syncfs = None
+        _movework._syncfs = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = await _template(Path(tmp) / "source", size)
@@ -75,7 +75,7 @@ async def _run(mode: str, objects: int, batch: int, size: int) -> tuple[float, f
                 rate, adopting = await _adopt_all(runtime, ids, data, batch)
                 return rate, objects / adopting
     finally:
-        _moves._syncfs = original
+        _movework._syncfs = original
 
 
 def main() -> None:
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    modes = ["syncfs", "fsync"] if _moves._syncfs is not None else ["fsync"]
+    modes = ["syncfs", "fsync"] if _movework._syncfs is not None else ["fsync"]
     print(f"{args.objects} objects, batches of {args.batch}, {args.size} bytes each; median (min-max)")
     for mode in modes:
         runs = [trio.run(_run, mode, args.objects, args.batch, args.size) for _ in range(args.repeat)]
