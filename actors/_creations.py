@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Final
 import outcome
 import trio
 
-from ._file import fsync_path
-from ._syncpool import SyncPool
+from ._file import fsync_path, write_file
+from ._syncpool import SyncPool, back_on_trio
 
 if TYPE_CHECKING:
     from ._catalog import Catalog
@@ -155,13 +155,7 @@ class Creations:
             made = creation.made = tuple(str(d) for d in parents[:3] if str(d) not in durable)
             creation.folders = (folder, *(os.path.dirname(d) for d in made))
         current = self._round = CreationRound(creations)
-        token = trio.lowlevel.current_trio_token()
-
-        def finish() -> None:
-            try:
-                token.run_sync_soon(self._complete, current)
-            except trio.RunFinishedError:
-                pass  # the runtime is gone (crash); nothing is waiting any more
+        finish = back_on_trio(self._complete, current)
 
         sync_volume = self._sync_volume
 
@@ -246,24 +240,12 @@ def _write_part(creations: list[Creation], *, fsync: bool) -> Callable[[], None]
                 if creation.made:
                     # Parts run in parallel: each makes what its files need (exist_ok: races are fine).
                     os.makedirs(creation.path.parent, exist_ok=True)
-                _write_new(creation, fsync=fsync)
+                # ``<name>.new``: the image, under a name no reader looks at
+                write_file(f"{creation.path}.new", creation.image, fsync=fsync)
             except Exception as exc:  # this file fails; the others go on
                 creation.error = exc
 
     return write
-
-
-def _write_new(creation: Creation, *, fsync: bool) -> None:
-    """``<name>.new``: the image, written (and fsynced) under a name no reader looks at."""
-    fd = os.open(f"{creation.path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(creation.image)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rename_with_syncfs(current: CreationRound, sync_volume: Callable[[], None]) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
-from ._syncpool import FSYNC_THREADS, SYNCFS, SyncPool, call_syncfs
+from ._syncpool import FSYNC_THREADS, SYNCFS, SyncPool, back_on_trio, call_syncfs
 
 if TYPE_CHECKING:
     from ._activation import Activation, Work
@@ -145,13 +145,7 @@ class DurabilityRounds:
             new.batches.append(activation.hand_to_round())
             new.files.append(activation.file)
         self._round = new
-        token = trio.lowlevel.current_trio_token()
-
-        def finish() -> None:
-            try:
-                token.run_sync_soon(self._complete, new)
-            except trio.RunFinishedError:
-                pass  # the runtime is gone (crash); nothing is waiting any more
+        finish = back_on_trio(self._complete, new)
 
         def done(result: outcome.Outcome[Any]) -> None:
             new.part_done(result, finish)

@@ -608,6 +608,19 @@ def move_legacy_file(old: Path, new: Path) -> None:
     fsync_path(old.parent)
 
 
+def write_file(path: Path | str, data: bytes | bytearray, *, fsync: bool = False) -> None:
+    """Create (or truncate) ``path`` with ``data``, fsynced with ``fsync``; its folder entry is not."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_path(path: Path | str) -> None:
     """fsync a file or a folder (a folder: makes the entries created or removed in it durable)."""
     fd = os.open(path, os.O_RDONLY)

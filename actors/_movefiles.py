@@ -21,7 +21,7 @@ from typing import Final
 
 import apsw
 
-from ._file import move_legacy_file
+from ._file import move_legacy_file, write_file
 from ._leftovers import fold_wal
 
 __all__ = [
@@ -108,7 +108,7 @@ def place_all(files: list[Placement]) -> list[str | None]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 folders.add(path.parent)
             _remove_companions(path)
-            _write(path, data)
+            write_file(path, data)
             problems.append(None)
             continue
         source = staged(path)
@@ -132,16 +132,6 @@ def _remove_companions(path: Path) -> None:
     for suffix in COMPANIONS:  # a stale WAL would be applied to the new file
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 def delete_files(paths: list[Path], companions: tuple[str, ...] = ("", *COMPANIONS)) -> None:

@@ -48,6 +48,20 @@ def call_syncfs(syncfs: Callable[[int], int], fd: int, what: object) -> None:
         raise OSError(error, f"syncfs of {what}: {os.strerror(error)}")
 
 
+def back_on_trio(fn: Callable[..., object], *args: object) -> Callable[[], None]:
+    """A callable for a pool thread: it runs ``fn(*args)`` on this trio thread soon, or nothing if
+    the run has ended (a crashed runtime: nobody waits any more). Call this on the trio thread."""
+    token = trio.lowlevel.current_trio_token()
+
+    def call() -> None:
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            pass
+
+    return call
+
+
 class SyncPool:
     """``FSYNC_THREADS`` threads, all started with the first job; ``submit`` is one queue put.
 

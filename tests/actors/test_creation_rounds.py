@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,18 @@ def catalog_names(runtime: Runtime) -> set[str | None]:
     return {entry.id.name for entry in runtime.list_objects(limit=1000)}
 
 
+def increment_into(runtime: Runtime, replies: dict[str, object]) -> Callable[[str], Awaitable[None]]:
+    """A call of ``increment`` on a counter that leaves its result, or its ObjectReset, in ``replies``."""
+
+    async def call(name: str) -> None:
+        try:
+            replies[name] = await runtime.get("Counter", name).increment()
+        except ObjectReset as exc:
+            replies[name] = exc
+
+    return call
+
+
 @contextlib.asynccontextmanager
 async def close_after(fds: list[int]) -> AsyncIterator[None]:
     """Close the descriptors ``fds`` holds once the block is done (a named pipe's reader)."""
@@ -68,12 +80,7 @@ async def test_creations_wait_for_their_round_and_a_file_that_cannot_be_written_
             # o0's file cannot be written: a folder stands where its .new goes.
             temporary_of(runtime, "o0").mkdir()
             replies: dict[str, object] = {}
-
-            async def call(name: str) -> None:
-                try:
-                    replies[name] = await runtime.get("Counter", name).increment()
-                except ObjectReset as exc:
-                    replies[name] = exc
+            call = increment_into(runtime, replies)
 
             readers: list[int] = []
 
@@ -123,12 +130,7 @@ async def test_with_sync_volume_a_file_that_cannot_be_written_fails_only_its_obj
         async with open_runtime(APP, tmp_path, settings=Settings(sync_volume=True)) as runtime:
             temporary_of(runtime, "v3").mkdir()
             replies: dict[str, object] = {}
-
-            async def call(name: str) -> None:
-                try:
-                    replies[name] = await runtime.get("Counter", name).increment()
-                except ObjectReset as exc:
-                    replies[name] = exc
+            call = increment_into(runtime, replies)
 
             async with trio.open_nursery() as nursery:
                 for name in names:
