@@ -17,7 +17,6 @@ Guarantees
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -42,6 +41,7 @@ from .cluster.membership import MIN_SECRET_BYTES, SECRET_VARIABLE
 from .cluster.registry import MembershipRefused
 from .config import LOG_FORMATS, LOG_LEVELS, Config, parse_origins
 from .logs import configure_logging
+from .tuning import tune_process
 
 __all__ = ["config_from_args", "main"]
 
@@ -318,27 +318,6 @@ async def _serve_until_signalled(config: Config, membership: Membership | None, 
                 print(f"actors: listening on {url}", flush=True)
 
 
-#: young-generation threshold of the cyclic garbage collector in ``actors serve`` (CPython: 700)
-GC_THRESHOLD_0 = 10_000
-
-
-def tune_garbage_collector() -> None:
-    """Make the cyclic garbage collector cheap for a server process (``actors serve`` only).
-
-    Under load every request in flight holds hypercorn's, trio's and our objects alive for the few
-    milliseconds until its turn is durable, so each young collection (every 700 container
-    allocations by default) walks thousands of live objects, and many survive into full
-    collections that walk the whole heap: 6-8% of the event loop's time at ~800 requests/s. Freezing
-    what is alive after start-up (modules, the app) keeps full collections off it, and a larger
-    young threshold makes collections 14 times rarer at about the same cost each. Memory held by
-    unreachable cycles grows by at most that many objects; reference counting still frees the rest
-    at once.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console script; returns the exit status."""
     parser = _build_parser()
@@ -386,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             partial(local.run_local_cluster, nodes, serve_args, cluster_file, restart=True, announce=[public])
         )
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
-    tune_garbage_collector()
+    tune_process()
     try:
         trio.run(_serve_until_signalled, config, membership, secret)
     except Exception as exc:

@@ -3,6 +3,7 @@
 Run from the repository root (pytest does not collect it)::
 
     .venv/bin/python -m tests.benchmarks.bench_footprint [--objects N] [--repeat 3] [--only rss,disk,wal]
+                                                         [--as-server]
 
 - ``rss``: in a fresh process per repeat, ``N`` counters are written once each, the runtime is
   reopened (so every file exists and nothing is live), ``VmRSS`` (``/proc/self/status``) is read,
@@ -20,7 +21,9 @@ Run from the repository root (pytest does not collect it)::
   ``max_live_objects = N / 4`` (capacity eviction) with a 1 s idle timeout and 2 s of waiting (idle
   eviction), then a clean close; the ``-wal`` files left in the data folder.
 
-Each repeat uses a fresh data folder under /tmp.
+Each repeat uses a fresh data folder under /tmp. ``--as-server`` first applies what ``actors serve``
+sets for its process (``server/tuning.py``: SQLite's lookaside off, the garbage collector tuned), so
+the rows are a node's; without it they are an application's that embeds the runtime as it is.
 """
 
 from __future__ import annotations
@@ -135,7 +138,11 @@ def _files(folder: Path) -> dict[str, float]:
     return {"wal_files_after_shutdown": wal, "object_files": files}
 
 
-def child(kind: str, n: int) -> dict[str, float]:
+def child(kind: str, n: int, as_server: bool) -> dict[str, float]:
+    if as_server:
+        from server.tuning import tune_process
+
+        tune_process()
     if kind == "rss":
         return trio.run(rss_once, n)
     if kind == "disk":
@@ -148,16 +155,20 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="rss,disk,wal")
+    parser.add_argument("--as-server", action="store_true", help="tune the process as actors serve does")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.objects)))
+        print(json.dumps(child(args.child, args.objects, args.as_server)))
         return
     for kind in args.only.split(","):
         runs: list[dict[str, float]] = []
         for _ in range(args.repeat):
             out = subprocess.run(
-                [sys.executable, "-m", MODULE, "--child", kind, "--objects", str(args.objects)],
+                [
+                    sys.executable, "-m", MODULE, "--child", kind, "--objects", str(args.objects),
+                    *(["--as-server"] if args.as_server else []),
+                ],
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
