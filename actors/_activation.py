@@ -667,13 +667,18 @@ class Activation:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):
                     await self._wait_synced()
+            # A shutdown folds the WAL in without an fsync; one barrier for all ends it (``_folds.py``).
+            close = functools.partial(self.file.close, checkpoint=checkpoint, sync=reason != "shutdown")
+            left = False
             if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
             elif not runtime.io_in_threads or self.file.closes_at_once:
-                self.file.close(checkpoint=checkpoint)
+                left = close()
             else:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(functools.partial(self.file.close, checkpoint=checkpoint))
+                    left = await trio.to_thread.run_sync(close)
+            if left:
+                runtime.shutdown_folds.add(self.file.path)
         except Exception as exc:
             runtime.internal_error(exc, f"closing {self.id}")
         finally:

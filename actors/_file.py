@@ -189,26 +189,33 @@ class ObjectFile:
             is not None
         )
 
-    def close(self, *, checkpoint: bool = False) -> None:
-        """Close the connection; pending writes are rolled back.
+    def close(self, *, checkpoint: bool = False, sync: bool = True) -> bool:
+        """Close the connection; pending writes are rolled back. True if it left a WAL to delete.
 
         With ``checkpoint`` (eviction, shutdown, a move; in a worker thread) the WAL is folded into
         the file and deleted, so an object that is not live is one self-contained file; a file that
         ``release()`` closed with a WAL beside it is opened for that. Without it (a crash) the WAL
         stays, and SQLite applies it when the file is next opened (by us or by the sqlite3 shell).
+        With ``checkpoint`` and not ``sync`` (a clean shutdown, ``_folds.py``) the WAL's pages are
+        written into the file without an fsync and the WAL is left whole beside it (True): the
+        caller makes the file durable, then deletes the WAL (``fold_unsynced``).
         """
         if checkpoint and self.unopened and os.path.exists(f"{self.path}-wal"):
             self._connect()
         conn = self.conn
         self._use(None)
         self.unopened = False
+        left = False
         if conn is not None:
             if checkpoint and not conn.in_transaction:
-                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
+                left = not sync and fold_unsynced(conn)
+                if not left:
+                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
             conn.close()
         self.levels.clear()
         self.in_batch = False
         self._begin_is_level0 = False
+        return left
 
     @property
     def closes_at_once(self) -> bool:
@@ -619,6 +626,23 @@ def write_file(path: Path | str, data: bytes | bytearray, *, fsync: bool = False
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fold_unsynced(conn: apsw.Connection) -> bool:
+    """Write every frame of ``conn``'s WAL into its database file, with no fsync; keep the WAL.
+
+    True if it did (then the WAL, whole, stays until the caller deletes it: until the file is durable
+    a crash finds it and SQLite applies its frames again, the same pages). False if it could not fold
+    them all (nothing is lost: the caller checkpoints as usual); ``synchronous`` is then as before.
+    Precondition: ``conn`` is the file's only connection, with no transaction open, about to close.
+    """
+    before = conn.execute("PRAGMA synchronous").get
+    conn.execute("PRAGMA synchronous=OFF").fetchall()
+    busy, frames, folded = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    if busy == 0 and isinstance(frames, int) and frames >= 0 and frames == folded:
+        return True  # closed next with NO_CKPT_ON_CLOSE (set at open): the WAL stays
+    conn.execute(f"PRAGMA synchronous={before}").fetchall()
+    return False
 
 
 def fsync_path(path: Path | str) -> None:

@@ -18,12 +18,15 @@ crash-safely, as SQLite always does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
 
 import apsw
 import trio
+
+from ._file import fold_unsynced
 
 log = logging.getLogger("actors")
 
@@ -46,13 +49,15 @@ class Leftovers:
             self._paths = find_wal_files(self._objects)
         self._found.set()
 
-    async def fold(self) -> None:
-        """Once listed, fold every listed WAL still there (precondition: the runtime has drained)."""
+    async def fold(self, *, sync: bool = True) -> list[Path]:
+        """Once listed, fold every listed WAL still there (precondition: the runtime has drained).
+
+        Without ``sync``: the files whose WAL was folded in unsynced and left (``fold_wal``)."""
         await self._found.wait()
+        fold = functools.partial(fold_wal_files, self._paths, sync=sync)
         if self._in_thread:
-            await trio.to_thread.run_sync(fold_wal_files, self._paths)
-        else:
-            fold_wal_files(self._paths)
+            return await trio.to_thread.run_sync(fold)
+        return fold()
 
 
 def find_wal_files(objects: Path) -> list[Path]:
@@ -63,35 +68,48 @@ def find_wal_files(objects: Path) -> list[Path]:
     return found
 
 
-def fold_wal(path: Path) -> None:
+def fold_wal(path: Path, *, sync: bool = True) -> bool:
     """Fold the WAL beside ``path`` into it and delete it (and a WAL index an older version left).
 
-    Precondition: no connection of this process has the file open. Raises apsw.Error or RuntimeError
-    if SQLite could not checkpoint it; the WAL then stays, and SQLite applies it at the next open."""
+    Without ``sync`` (a clean shutdown, ``_folds.py``) the frames are written in without an fsync
+    and the WAL is left whole: True then, and the caller makes the file durable before deleting the
+    WAL. Precondition: no connection of this process has the file open. Raises apsw.Error or
+    RuntimeError if SQLite could not checkpoint it; the WAL then stays, and SQLite applies it at the
+    next open."""
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    left = False
     try:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm
-        row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if row is None or row[0] != 0:
-            raise RuntimeError(f"could not checkpoint {path}: {row}")
+        if not sync:
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)  # closing must not delete the WAL
+            left = fold_unsynced(conn)
+        if not left:
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
+            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if row is None or row[0] != 0:
+                raise RuntimeError(f"could not checkpoint {path}: {row}")
     finally:
-        conn.close()  # the last connection: checkpoints and deletes the WAL
-    for suffix in ("-wal", "-shm"):  # an empty WAL, and a WAL index older versions may have left
+        conn.close()  # the last connection: unless left, checkpoints and deletes the WAL
+    # an empty WAL (unless left), and a WAL index older versions may have left
+    for suffix in ("-shm",) if left else ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
+    return left
 
 
-def fold_wal_files(paths: list[Path]) -> int:
-    """Fold the WAL of each file of ``paths`` that still has one (``fold_wal``); returns how many."""
-    folded = 0
+def fold_wal_files(paths: list[Path], *, sync: bool = True) -> list[Path]:
+    """Fold the WAL of each file of ``paths`` that still has one (``fold_wal``); returns the files
+    whose WAL was left to delete (without ``sync``)."""
+    folded, left = 0, []
     for path in paths:
         if not os.path.exists(f"{path}-wal"):
             continue  # used (and evicted, checkpointing) since, or deleted
         try:
-            fold_wal(path)
+            if fold_wal(path, sync=sync):
+                left.append(path)
             folded += 1
         except (apsw.Error, RuntimeError) as exc:
             log.warning("could not fold the WAL of %s into it: %s", path, exc)
     if folded:
         log.info("folded %d leftover WAL files into their objects' files", folded)
-    return folded
+    return left

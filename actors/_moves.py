@@ -365,11 +365,13 @@ class Moves:
         # disk space waits for the next flush. (A barrier here cost a syncfs per batch moved.)
         await self._work.off_loop(functools.partial(delete_files, paths))
 
-    async def fold_released(self) -> None:
-        """At a clean shutdown (nothing live): fold the WAL of each file listed in ``unfolded``."""
+    async def fold_released(self) -> list[Path]:
+        """At a clean shutdown (nothing live): fold the WAL of each file listed in ``unfolded``,
+        unsynced; the files whose WAL is left to delete once they are durable (``_folds.py``)."""
         paths, self.unfolded = sorted(self.unfolded), set()
-        if paths:
-            await self._work.off_loop(functools.partial(fold_wal_files, paths))
+        if not paths:
+            return []
+        return await self._work.off_loop(functools.partial(fold_wal_files, paths, sync=False))
 
 
 def _failed(object_id: ObjectId, error: ActorError) -> AdoptOutcome:

@@ -34,11 +34,13 @@ from ._clock import EpochClock
 from ._creations import Creations
 from ._deadlines import DeadlineWatch
 from ._durability import DurabilityRounds, Round
+from ._folds import ShutdownFolds
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._leftovers import Leftovers
 from ._lifecycle import ActivationState
 from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_unfinished_transfers
+from ._movework import MoveWork
 from ._object import DurableObject, Stub
 from ._resting import serve_resting_files
 from ._settings import Durability, Settings
@@ -156,6 +158,9 @@ class Runtime:
         #: where objects may be activated and whether this node may write (``set_gate``; None: anywhere)
         self.gate: Gate | None = None
         self._moves = Moves(self)
+        work = MoveWork(self)
+        #: the drain's evictions fold WAL files in unsynced; one barrier ends them (``_folds.py``)
+        self.shutdown_folds = ShutdownFolds(work.barrier, work.off_loop)
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -674,6 +679,23 @@ class Runtime:
             self.closing_abruptly = True
 
 
+    async def _fold_the_rest(self, leftovers: Leftovers | None) -> None:
+        """After a drain: fold the WAL files still left, make every unsynced fold durable, and
+        mark the run finished, or (a barrier failed) leave it marked for the next start's scan."""
+        folds = self.shutdown_folds
+        if leftovers is not None:
+            for path in await leftovers.fold(sync=False):
+                folds.add(path)
+        for path in await self._moves.fold_released():
+            folds.add(path)
+        try:
+            await folds.finish()
+        except OSError:
+            log.exception("the shutdown's folded files could not be made durable; their WAL files stay")
+            return
+        self.catalog.end_run()
+
+
 def _check_no_cycle(caller: Activation, target: Activation, label: str) -> None:
     """Raise Deadlock if ``caller`` waiting on ``target`` closes a cycle of waiting turns."""
     stack, seen = [target], set()
@@ -762,10 +784,7 @@ async def open_runtime(
                     with trio.CancelScope(shield=True):
                         await runtime._drain()
                         if not runtime.closing_abruptly:
-                            if leftovers is not None:
-                                await leftovers.fold()
-                            await runtime._moves.fold_released()
-                            runtime.catalog.end_run()
+                            await runtime._fold_the_rest(leftovers)
                 nursery.cancel_scope.cancel()
     finally:
         runtime.sync_pool.close()

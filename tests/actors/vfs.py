@@ -1,0 +1,37 @@
+"""A pass-through SQLite VFS that records every sync of a file, and the thread that made it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import apsw
+
+
+class _RecordingFile(apsw.VFSFile):
+    def __init__(self, vfs: RecordingVFS, name: apsw.URIFilename | str, flags: list[int]) -> None:
+        self._vfs = vfs
+        self._name = name.filename() if isinstance(name, apsw.URIFilename) else str(name)
+        super().__init__(vfs.base, name, flags)
+
+    def xSync(self, flags: int) -> None:
+        self._vfs.syncs.append((self._name, threading.current_thread() is threading.main_thread()))
+        super().xSync(flags)
+
+
+class RecordingVFS(apsw.VFS):
+    """The system's VFS, passing every call through, recording which thread synced which file."""
+
+    def __init__(self) -> None:
+        self.syncs: list[tuple[str, bool]] = []
+        self.base = apsw.vfs_names()[0]  # the default: the system's
+        super().__init__("record-syncs", self.base, makedefault=True)
+
+    def xOpen(self, name: apsw.URIFilename | str | None, flags: list[int]) -> apsw.VFSFile:
+        assert name is not None
+        return _RecordingFile(self, name, flags)
+
+
+def object_syncs(vfs: RecordingVFS, data_dir: Path) -> list[tuple[str, bool]]:
+    objects = str(data_dir / "objects")
+    return [(name, main) for name, main in vfs.syncs if name.startswith(objects)]
