@@ -312,6 +312,8 @@ class Activation:
         runtime, started = self.runtime, trio.current_time()
         # First of all, so that ``_close`` (which always follows) pairs it with ``object_closed``.
         runtime.hooks.object_opened(self.id)
+        if runtime.folds.settle(self.id.hex):
+            await runtime.folds.deleted()  # a fold round is deleting this file's WAL
         try:
             self.file.open_if_exists()
             self.committed_alarm = self.file.stored_alarm()
@@ -656,7 +658,8 @@ class Activation:
         else:
             self._fail_queue(lambda: ShuttingDown(f"{self.id} was evicted; this call never ran"))
         # Every eviction leaves one self-contained file (no -wal), in a worker thread: a checkpoint
-        # of the few frames a small object's WAL holds, or nothing for an empty one. Except a move:
+        # of the few frames a small object's WAL holds (its WAL deleted by the fold round that makes
+        # it durable, ``_folds.py``), or nothing for an empty one. Except a move:
         # its file and WAL are read as one image and deleted once the new owner stored it (``_moves``).
         # And a reset (a commit or its fsync failed): nothing more is written to a file whose last
         # writes may not be durable; its WAL is folded in at the clean shutdown.
@@ -667,8 +670,10 @@ class Activation:
             if not runtime.closing_abruptly:
                 with trio.CancelScope(shield=True):
                     await self._wait_synced()
-            # A shutdown folds the WAL in without an fsync; one barrier for all ends it (``_folds.py``).
-            close = functools.partial(self.file.close, checkpoint=checkpoint, sync=reason != "shutdown")
+            # Idle, capacity and shutdown evictions fold the WAL in without an fsync; a round of
+            # them ends with one barrier for all (``_folds.py``). A forced one is done when it returns.
+            unsynced = reason in ("idle", "capacity", "shutdown")
+            close = functools.partial(self.file.close, checkpoint=checkpoint, sync=not unsynced)
             left = False
             if runtime.closing_abruptly:
                 self.file.close()  # rolls back anything uncommitted: a crash keeps only commits
@@ -678,7 +683,7 @@ class Activation:
                 with trio.CancelScope(shield=True):
                     left = await trio.to_thread.run_sync(close)
             if left:
-                runtime.shutdown_folds.add(self.file.path)
+                runtime.folds.add(self.id.hex, self.file.path)
         except Exception as exc:
             runtime.internal_error(exc, f"closing {self.id}")
         finally:

@@ -1,62 +1,141 @@
-"""A clean shutdown's WAL folds, made durable together: one barrier for every object file.
+"""Evictions' WAL folds, made durable together: one barrier for many object files.
 
 Guarantees
-- After a clean shutdown no object file has a ``-wal`` beside it (as every eviction promises), and
-  each file holds all of its WAL's frames, durably.
+- An evicted object's file ends self-contained: once the barrier of the fold round that holds it has
+  ended, its ``-wal`` is deleted (unless the object was activated again meanwhile: its WAL is then
+  in use again, and its next eviction folds it). After a clean shutdown no object file has a
+  ``-wal`` beside it, and each file holds all of its WAL's frames, durably.
 - No less crash-safe than SQLite's own checkpoint on close: a WAL stays, whole, until a barrier has
   made its file durable with those frames written in. A crash before that finds the WAL and SQLite
   applies it again at the next open (its frames are the very pages already written, so applying
   them twice changes nothing), and the next start's leftover scan (``_leftovers.py``) folds it.
-- If the barrier fails, no WAL is deleted and :meth:`ShutdownFolds.finish` raises: the runtime then
-  leaves its run marked unfinished, so the next start lists and folds them.
+- A WAL is never deleted under a writer: an activation first calls :meth:`Folds.settle`, which takes
+  its object out of every round that has not started deleting (and then waits for the one that has).
+- If a barrier fails, no WAL of its round is deleted and :meth:`Folds.finish` raises at shutdown: the
+  runtime then leaves its run marked unfinished, so the next start lists and folds them.
 
-Why: a checkpoint on close fsyncs its file, and on this project's VM (ext4 on a virtual disk) each
-fsync is a flush of the device that the disk serves one after the other, about 4 ms, whatever the
-parallelism: 2,000 live objects took 8 s to drain, and at the default cap of live objects a drain
-would outlast ``DRAIN_TIMEOUT_SECONDS``. Now each eviction of the drain writes its WAL's pages into
-the file without an fsync (``ObjectFile.close(sync=False)``), and one barrier (``syncfs`` of the data
-folder's file system, or an fsync of each file in parallel in the fsync pool where the C library has
-no ``syncfs``) makes them all durable; then the WAL files are deleted.
+Why: a checkpoint on close fsyncs its file, and on this project's VM (ext4 on a virtual disk) the
+disk serves those flushes one after the other: 2,000 live objects took 8 s to drain, and an idle or
+capacity eviction held its thread (and a caller waiting for room) for the flush. Now an eviction
+writes its WAL's pages into the file without an fsync (``ObjectFile.close(sync=False)``) and leaves
+the WAL; rounds, one at a time, make the files of every eviction since the last round durable with
+one barrier (``syncfs`` of the data volume with ``Settings.sync_volume``, else an fsync of each file,
+in parallel in the fsync pool), then delete their WAL files in a worker thread. The shutdown's last
+round uses ``syncfs`` wherever the C library has it (one flush instead of one per object).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ShutdownFolds"]
+import trio
 
-Barrier = Callable[[list[Path], set[Path]], Awaitable[None]]
-OffLoop = Callable[[Callable[[], None]], Awaitable[None]]
+if TYPE_CHECKING:
+    from ._movework import MoveWork
+
+__all__ = ["Folds"]
+
+log = logging.getLogger("actors")
 
 
-class ShutdownFolds:
-    """Object files whose WAL was folded in without an fsync, and what ends them."""
+class Folds:
+    """Object files whose WAL was folded in unsynced, by hex id, and the rounds that end them."""
 
-    def __init__(self, barrier: Barrier, off_loop: OffLoop) -> None:
-        #: makes the given files durable (``MoveWork.barrier``)
-        self._barrier = barrier
-        #: runs a blocking function off the event loop (``MoveWork.off_loop``)
-        self._off_loop = off_loop
-        self._files: list[Path] = []
+    def __init__(self, work: MoveWork, *, whole_volume: bool) -> None:
+        #: runs the barriers and deletions off the event loop
+        self._work = work
+        #: rounds sync with ``syncfs`` (``Settings.sync_volume``) rather than an fsync per file
+        self._whole_volume = whole_volume
+        self._start_soon: Callable[..., object] | None = None
+        #: folded since the current round started (or waiting for the first)
+        self._pending: dict[str, Path] = {}
+        #: the current round's files, while its barrier runs (``settle`` may still take one out)
+        self._syncing: dict[str, Path] = {}
+        #: the current round's files while their WAL files are deleted, and the end of that
+        self._deleting: set[str] = set()
+        self._deleted = trio.Event()
+        self._running = False
+        self._idle = trio.Event()
+        self._idle.set()
+        #: a barrier failed this run: some WAL files stay (the next start's scan folds them)
+        self.failed = False
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._pending) + len(self._syncing) + len(self._deleting)
 
-    def add(self, path: Path) -> None:
-        """``path``'s WAL was folded in unsynced (``ObjectFile.close(sync=False)`` returned True)."""
-        self._files.append(path)
+    def start(self, start_soon: Callable[..., object]) -> None:
+        """Let rounds run as tasks of ``start_soon`` (the runtime's nursery); before, they wait."""
+        self._start_soon = start_soon
+        self._kick()
 
-    async def finish(self) -> None:
-        """Make every added file durable, then delete their WAL files. Raises if the barrier failed
-        (no WAL is deleted then)."""
-        files, self._files = self._files, []
+    def hold(self) -> None:
+        """The drain begins: no new round starts (``finish`` takes every fold of the drain at once)."""
+        self._start_soon = None
+
+    def add(self, hex_id: str, path: Path) -> None:
+        """The object's WAL was folded in unsynced (``ObjectFile.close(sync=False)`` returned True)."""
+        self._pending[hex_id] = path
+        self._kick()
+
+    def settle(self, hex_id: str) -> bool:
+        """Before the object's file is opened to write: no round deletes its WAL after this, unless
+        one is deleting it now (True: ``await deleted()`` then, before opening it)."""
+        if self._pending.pop(hex_id, None) is None:
+            self._syncing.pop(hex_id, None)
+        return hex_id in self._deleting
+
+    async def deleted(self) -> None:
+        """The round now deleting WAL files is done with them."""
+        if self._deleting:
+            await self._deleted.wait()
+
+    async def finish(self, also: list[Path]) -> None:
+        """At a clean shutdown (nothing live): the last round, for what is pending and the files of
+        ``also`` (folded in unsynced meanwhile), with ``syncfs`` where there is one. Raises OSError if
+        a barrier failed (this one or an earlier round's)."""
+        self.hold()
+        await self._idle.wait()
+        files = [*self._pending.values(), *also]
+        self._pending = {}
         if files:
-            await self._barrier(files, set())
-            await self._off_loop(functools.partial(_delete_wal_files, files))
+            await self._work.sync_files(files, whole_volume=True)
+            await self._work.off_loop(functools.partial(_delete_wal_files, files))
+        if self.failed:
+            raise OSError("a fold round's barrier failed earlier in this run; its WAL files stay")
+
+    def _kick(self) -> None:
+        if self._pending and not self._running and self._start_soon is not None:
+            self._running = True
+            self._idle = trio.Event()
+            self._start_soon(self._rounds)
+
+    async def _rounds(self) -> None:
+        try:
+            while self._pending and self._start_soon is not None:
+                self._syncing, self._pending = self._pending, {}
+                try:
+                    await self._work.sync_files(list(self._syncing.values()), whole_volume=self._whole_volume)
+                except OSError:
+                    log.exception("a fold round's files could not be made durable; their WAL files stay")
+                    self.failed = True
+                    self._syncing = {}
+                    continue
+                deleting, self._syncing = self._syncing, {}
+                self._deleting, self._deleted = set(deleting), trio.Event()
+                try:
+                    await self._work.off_loop(functools.partial(_delete_wal_files, list(deleting.values())))
+                finally:
+                    self._deleting = set()
+                    self._deleted.set()
+        finally:
+            self._running = False
+            self._idle.set()
 
 
 def _delete_wal_files(files: list[Path]) -> None:

@@ -2,8 +2,8 @@
 
 Guarantee
 - After a clean shutdown no object file has a ``-wal`` beside it, even if an earlier run crashed and
-  some of the objects it had open were not used since. (Every eviction checkpoints, ``_file.py``; only
-  a crash, or a version before that, leaves ``-wal`` files; SQLite applies one whenever its file is
+  some of the objects it had open were not used since. (Every eviction folds its WAL in, ``_folds.py``;
+  only a crash, or a version before that, leaves ``-wal`` files; SQLite applies one whenever its file is
   next opened, so they never lose or hide data, they only break the one-file-per-object promise.)
 
 Mechanism: the catalog marks the data folder as in use at start (``Catalog.begin_run``) and clears

@@ -53,6 +53,16 @@ class MoveWork:
         for result in await self.in_pool([functools.partial(fsync_path, p) for p in [*files, *folders]]):
             result.unwrap()
 
+    async def sync_files(self, files: list[Path], *, whole_volume: bool) -> None:
+        """Make the files of ``files`` that still exist durable (a file deleted meanwhile needs
+        nothing): one ``syncfs`` of the data folder's filesystem with ``whole_volume`` where the C
+        library has it, else an fsync of each, in parallel in the fsync pool."""
+        if whole_volume and _syncfs is not None:
+            await self.off_loop(functools.partial(_sync_filesystem, self._runtime.data_dir))
+            return
+        for result in await self.in_pool([functools.partial(_fsync_if_exists, p) for p in files]):
+            result.unwrap()
+
     async def in_pool(self, jobs: Sequence[Callable[[], Any]]) -> list[outcome.Outcome[Any]]:
         """Run ``jobs`` at once in the runtime's fsync pool (inline without ``io_in_threads``);
         returns their outcomes in order once all are done. Uncancellable: started work is seen through."""
@@ -91,3 +101,10 @@ def _sync_filesystem(folder: Path) -> None:
         call_syncfs(_syncfs, fd, folder)
     finally:
         os.close(fd)
+
+
+def _fsync_if_exists(path: Path) -> None:
+    try:
+        fsync_path(path)
+    except FileNotFoundError:
+        pass  # deleted since (a move's discard): nothing of it to make durable

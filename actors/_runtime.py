@@ -34,7 +34,7 @@ from ._clock import EpochClock
 from ._creations import Creations
 from ._deadlines import DeadlineWatch
 from ._durability import DurabilityRounds, Round
-from ._folds import ShutdownFolds
+from ._folds import Folds
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
 from ._leftovers import Leftovers
@@ -158,9 +158,8 @@ class Runtime:
         #: where objects may be activated and whether this node may write (``set_gate``; None: anywhere)
         self.gate: Gate | None = None
         self._moves = Moves(self)
-        work = MoveWork(self)
-        #: the drain's evictions fold WAL files in unsynced; one barrier ends them (``_folds.py``)
-        self.shutdown_folds = ShutdownFolds(work.barrier, work.off_loop)
+        #: evictions fold WAL files in unsynced; rounds of one barrier end them (``_folds.py``)
+        self.folds = Folds(MoveWork(self), whole_volume=self.rounds.volume_sync is not None)
         self.closing = False
         self.closing_abruptly = False
         self.commits_in_flight = 0
@@ -669,6 +668,7 @@ class Runtime:
 
     async def _drain(self) -> None:
         self.closing = True
+        self.folds.hold()
         with trio.move_on_after(DRAIN_TIMEOUT_SECONDS):
             while self.table.live:
                 for activation in list(self.table.live.values()):
@@ -682,16 +682,12 @@ class Runtime:
     async def _fold_the_rest(self, leftovers: Leftovers | None) -> None:
         """After a drain: fold the WAL files still left, make every unsynced fold durable, and
         mark the run finished, or (a barrier failed) leave it marked for the next start's scan."""
-        folds = self.shutdown_folds
-        if leftovers is not None:
-            for path in await leftovers.fold(sync=False):
-                folds.add(path)
-        for path in await self._moves.fold_released():
-            folds.add(path)
+        also = [] if leftovers is None else await leftovers.fold(sync=False)
+        also += await self._moves.fold_released()
         try:
-            await folds.finish()
+            await self.folds.finish(also)
         except OSError:
-            log.exception("the shutdown's folded files could not be made durable; their WAL files stay")
+            log.exception("the folded files could not all be made durable; their WAL files stay")
             return
         self.catalog.end_run()
 
@@ -771,6 +767,7 @@ async def open_runtime(
         async with trio.open_nursery() as nursery:
             runtime._nursery = nursery
             runtime.table = Table(runtime, nursery)
+            runtime.folds.start(nursery.start_soon)
             runtime.alarms.load()  # the next alarms due, not every pending one
             await nursery.start(runtime.alarms.serve)
             await nursery.start(serve_resting_files, runtime)

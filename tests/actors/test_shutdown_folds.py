@@ -5,6 +5,7 @@ commit (the WAL stays whole until its file is durable)."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,53 @@ async def test_a_failed_barrier_deletes_no_wal_and_the_next_clean_shutdown_folds
         pass
     assert _wal_files(tmp_path) == []
     assert await _values(tmp_path, NAMES) == [3] * len(NAMES)
+
+
+#### Idle and capacity evictions
+
+
+async def _wait_for(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110  # polls the runtime from outside
+            await trio.sleep(0.02)
+
+
+async def test_idle_evictions_fold_without_an_fsync_each_and_their_wal_files_go_after_the_round(
+    tmp_path, recording
+):
+    async with open_runtime(APP, tmp_path, settings=Settings(idle_timeout=0.3)) as runtime:
+        before = len(object_syncs(recording, tmp_path))
+        await _write_twice(runtime, NAMES)
+        after_commits = len(object_syncs(recording, tmp_path))
+        await _wait_for(lambda: runtime.statistics().live_objects == 0 and not _wal_files(tmp_path))
+        # Before: each eviction's checkpoint fsynced its file through SQLite.
+        assert object_syncs(recording, tmp_path)[after_commits:] == []
+        assert after_commits >= before
+    assert await _values(tmp_path, NAMES) == [3] * len(NAMES)
+
+
+async def test_an_object_activated_while_its_fold_round_syncs_keeps_its_wal_and_every_commit(
+    tmp_path, monkeypatch
+):
+    # The round's barrier (an fsync of each file here) waits until the object is live again and
+    # has committed more: a round that still deleted its WAL then would lose those commits.
+    release = threading.Event()
+    real_fsync = _movework._fsync_if_exists
+
+    def held_fsync(path: Path) -> None:
+        release.wait(30)
+        real_fsync(path)
+
+    monkeypatch.setattr(_movework, "_fsync_if_exists", held_fsync)
+    counter = APP.id_from_name(Counter, "c0")
+    async with open_runtime(APP, tmp_path, settings=Settings(idle_timeout=0.3)) as runtime:
+        await _write_twice(runtime, ["c0"])
+        await _wait_for(lambda: runtime.statistics().live_objects == 0)
+        assert len(runtime.folds) == 1  # folded, its round held in the barrier
+        assert await runtime.call(counter, "increment", [10]) == 13
+        release.set()
+        await _wait_for(lambda: len(runtime.folds) == 0)
+        assert len(_wal_files(tmp_path)) == 1  # its WAL, in use again, was left alone
+        assert await runtime.call(counter, "increment", [100]) == 113
+        runtime.crash()  # nothing folded at a shutdown: the WAL must hold the last commits
+    assert await _values(tmp_path, ["c0"]) == [113]
