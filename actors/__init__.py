@@ -19,6 +19,7 @@ from ._hooks import ActivationStatistics as ActivationStatistics
 from ._hooks import Hooks as Hooks
 from ._hooks import RuntimeStatistics as RuntimeStatistics
 from ._ids import ObjectId as ObjectId
+from ._lifetime import open_runtime as open_runtime
 from ._moves import AdoptOutcome as AdoptOutcome
 from ._moves import Arrival as Arrival
 from ._moves import Gate as Gate
@@ -27,7 +28,6 @@ from ._object import DurableObject as DurableObject
 from ._object import Env as Env
 from ._object import Stub as Stub
 from ._runtime import Runtime as Runtime
-from ._runtime import open_runtime as open_runtime
 from ._settings import Durability as Durability
 from ._settings import Settings as Settings
 from ._sockets import SocketHub as SocketHub

@@ -7,9 +7,9 @@ Guarantees
   same isolation a remote call has).
 - Backpressure, not memory: a call to an object whose queue holds ``max_queue_depth`` calls fails at once
   with Overloaded and a retry-after hint.
-- Closing drains: new calls fail with ShuttingDown, queued and running turns finish and commit, every file
-  is closed; only then does ``open_runtime`` return. ``crash()`` instead stops at once, keeping only what
-  was committed, like a SIGKILL.
+- Closing drains (``_lifetime.py``): new calls fail with ShuttingDown, queued and running turns finish
+  and commit, every file is closed; only then does ``open_runtime`` return. ``crash()`` instead stops at
+  once, keeping only what was committed, like a SIGKILL.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,12 +36,10 @@ from ._durability import DurabilityRounds, Round
 from ._folds import Folds
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
-from ._leftovers import Leftovers
 from ._lifecycle import ActivationState
-from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released, remove_unfinished_transfers
+from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released
 from ._movework import MoveWork
 from ._object import DurableObject, Stub
-from ._resting import serve_resting_files
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
 from ._syncpool import SyncPool
@@ -59,14 +56,12 @@ from .errors import (
     ShuttingDown,
 )
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime"]
 
 CommitResult = Literal["durable", "needs_fsync", "failed"]
 
 log = logging.getLogger("actors")
 
-#: seconds ``aclose`` waits for queues to drain before it cancels what is left
-DRAIN_TIMEOUT_SECONDS = 30.0
 #: file descriptors a live object with storage holds (the database and its WAL)
 FDS_PER_OBJECT = 2
 #: file descriptors kept for everything else (sockets, the catalog, threads, logs)
@@ -537,6 +532,10 @@ class Runtime:
         """Fold the WAL left beside ``path`` into it at the clean shutdown (if both still exist)."""
         self._moves.unfolded.add(path)
 
+    async def fold_released(self) -> list[Path]:
+        """At a clean shutdown: fold the WAL files ``fold_later`` listed (``Moves.fold_released``)."""
+        return await self._moves.fold_released()
+
     def staging_path(self, object_id: ObjectId) -> Path:
         """Where to write the bytes of the object's file as they arrive (its folder is made)."""
         return self._moves.staging_path(object_id)
@@ -660,36 +659,17 @@ class Runtime:
             open_sockets=self.sockets.count(),
         )
 
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Run in ``nursery`` (``open_runtime``): the table of live objects, the fold rounds, crash."""
+        self._nursery = nursery
+        self.table = Table(self, nursery)
+        self.folds.start(nursery.start_soon)
+
     def crash(self) -> None:
         """Stop at once, as if killed: uncommitted turns are lost, nothing is drained."""
         self.closing = self.closing_abruptly = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-
-    async def _drain(self) -> None:
-        self.closing = True
-        self.folds.hold()
-        with trio.move_on_after(DRAIN_TIMEOUT_SECONDS):
-            while self.table.live:
-                for activation in list(self.table.live.values()):
-                    activation.request_eviction("shutdown")
-                await next(iter(self.table.live.values())).evicted.wait()
-        if self.table.live:
-            log.warning("%d objects did not drain in time; cancelling them", len(self.table.live))
-            self.closing_abruptly = True
-
-
-    async def _fold_the_rest(self, leftovers: Leftovers | None) -> None:
-        """After a drain: fold the WAL files still left, make every unsynced fold durable, and
-        mark the run finished, or (a barrier failed) leave it marked for the next start's scan."""
-        also = [] if leftovers is None else await leftovers.fold(sync=False)
-        also += await self._moves.fold_released()
-        try:
-            await self.folds.finish(also)
-        except OSError:
-            log.exception("the folded files could not all be made durable; their WAL files stay")
-            return
-        self.catalog.end_run()
 
 
 def _check_no_cycle(caller: Activation, target: Activation, label: str) -> None:
@@ -733,57 +713,3 @@ def _classes_with_legacy_layout(objects: Path) -> set[str]:
         ):
             found.add(class_dir.name)
     return found
-
-
-@asynccontextmanager
-async def open_runtime(
-    app: App,
-    data_dir: str | Path,
-    *,
-    settings: Settings | None = None,
-    hooks: Hooks | None = None,
-    epoch_offset: float | None = None,
-    io_in_threads: bool = True,
-) -> AsyncIterator[Runtime]:
-    """Open a runtime for ``app`` on ``data_dir``; drains and closes it on exit.
-
-    ``epoch_offset`` fixes the mapping from trio time to epoch seconds (tests keep it across restarts).
-    ``io_in_threads=False`` runs commits inline on the trio thread: slower, but no thread is ever in
-    flight, so ``MockClock(autojump_threshold=0)`` cannot jump while a commit is running.
-    """
-    runtime = Runtime(
-        app,
-        Path(data_dir),
-        settings or Settings(),
-        hooks or Hooks(),
-        EpochClock(epoch_offset),
-        io_in_threads=io_in_threads,
-    )
-    try:
-        # transfers that did not finish (only when one may have: listing a million files takes a second)
-        remove_unfinished_transfers(runtime.data_dir, older_folder=runtime.catalog.upgraded)
-        crashed = runtime.catalog.begin_run() or runtime.catalog.upgraded
-        leftovers = Leftovers(runtime.data_dir / "objects", in_thread=io_in_threads) if crashed else None
-        async with trio.open_nursery() as nursery:
-            runtime._nursery = nursery
-            runtime.table = Table(runtime, nursery)
-            runtime.folds.start(nursery.start_soon)
-            runtime.alarms.load()  # the next alarms due, not every pending one
-            await nursery.start(runtime.alarms.serve)
-            await nursery.start(serve_resting_files, runtime)
-            await nursery.start(runtime.deadlines.serve)
-            if leftovers is not None:
-                await nursery.start(leftovers.find)
-            try:
-                yield runtime
-            finally:
-                if not runtime.closing_abruptly:
-                    with trio.CancelScope(shield=True):
-                        await runtime._drain()
-                        if not runtime.closing_abruptly:
-                            await runtime._fold_the_rest(leftovers)
-                nursery.cancel_scope.cancel()
-    finally:
-        runtime.sync_pool.close()
-        runtime.rounds.close()
-        runtime.catalog.close()

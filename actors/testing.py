@@ -33,8 +33,9 @@ import trio.testing
 from ._app import App
 from ._hooks import Hooks, RuntimeStatistics
 from ._ids import ObjectId
+from ._lifetime import open_runtime
 from ._object import DurableObject, Stub
-from ._runtime import Runtime, open_runtime
+from ._runtime import Runtime
 from ._settings import Settings
 
 __all__ = ["TestRuntime", "open_test_runtime"]

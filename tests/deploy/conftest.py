@@ -33,7 +33,7 @@ DEPLOY = REPO / "deploy"
 #: the venv's console scripts (``actors``, ``hadolint``, ``kubernetes-validate``)
 BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI") == "true"
-#: ``actors._runtime.DRAIN_TIMEOUT_SECONDS``: every stop grace period must be longer
+#: ``actors._lifetime.DRAIN_TIMEOUT_SECONDS``: every stop grace period must be longer
 DRAIN_TIMEOUT_SECONDS = 30.0
 
 #: Metrics the recipes may read that no node exports yet. Each must be missing: once a node exports
