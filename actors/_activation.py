@@ -186,6 +186,7 @@ class Activation:
             defer_sync=runtime.pipelined_sync,
             legacy_path=runtime.legacy_object_path(object_id),
         )
+        self.file.settle = functools.partial(runtime.folds.settle, object_id.hex)
         self.state = ActivationState.ACTIVATING
         self.instance: DurableObject | None = None
         self.queue: collections.deque[Work] = collections.deque()
@@ -312,8 +313,6 @@ class Activation:
         runtime, started = self.runtime, trio.current_time()
         # First of all, so that ``_close`` (which always follows) pairs it with ``object_closed``.
         runtime.hooks.object_opened(self.id)
-        if runtime.folds.settle(self.id.hex):
-            await runtime.folds.deleted()  # a fold round is deleting this file's WAL
         try:
             self.file.open_if_exists()
             self.committed_alarm = self.file.stored_alarm()

@@ -9,8 +9,9 @@ Guarantees
   made its file durable with those frames written in. A crash before that finds the WAL and SQLite
   applies it again at the next open (its frames are the very pages already written, so applying
   them twice changes nothing), and the next start's leftover scan (``_leftovers.py``) folds it.
-- A WAL is never deleted under a writer: an activation first calls :meth:`Folds.settle`, which takes
-  its object out of every round that has not started deleting (and then waits for the one that has).
+- A WAL is never deleted under a writer: whatever opens an object's file again first calls
+  :meth:`Folds.settle` (``ObjectFile.settle``), which takes it out of every round; rounds delete WAL
+  files on the trio thread, where files are opened, so nothing opens one in between.
 - If a barrier fails, no WAL of its round is deleted and :meth:`Folds.finish` raises at shutdown: the
   runtime then leaves its run marked unfinished, so the next start lists and folds them.
 
@@ -20,7 +21,9 @@ capacity eviction held its thread (and a caller waiting for room) for the flush.
 writes its WAL's pages into the file without an fsync (``ObjectFile.close(sync=False)``) and leaves
 the WAL; rounds, one at a time, make the files of every eviction since the last round durable with
 one barrier (``syncfs`` of the data volume with ``Settings.sync_volume``, else an fsync of each file,
-in parallel in the fsync pool), then delete their WAL files in a worker thread. The shutdown's last
+in parallel in the fsync pool), then delete their WAL files (an unlink each, on the trio thread). A
+live object whose file rests (``_resting.py``) is folded so too, so its eviction has nothing left to
+do and its next open finds no WAL to read. The shutdown's last
 round uses ``syncfs`` wherever the C library has it (one flush instead of one per object).
 """
 
@@ -57,9 +60,6 @@ class Folds:
         self._pending: dict[str, Path] = {}
         #: the current round's files, while its barrier runs (``settle`` may still take one out)
         self._syncing: dict[str, Path] = {}
-        #: the current round's files while their WAL files are deleted, and the end of that
-        self._deleting: set[str] = set()
-        self._deleted = trio.Event()
         self._running = False
         self._idle = trio.Event()
         self._idle.set()
@@ -67,7 +67,7 @@ class Folds:
         self.failed = False
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._syncing) + len(self._deleting)
+        return len(self._pending) + len(self._syncing)
 
     def start(self, start_soon: Callable[..., object]) -> None:
         """Let rounds run as tasks of ``start_soon`` (the runtime's nursery); before, they wait."""
@@ -83,17 +83,11 @@ class Folds:
         self._pending[hex_id] = path
         self._kick()
 
-    def settle(self, hex_id: str) -> bool:
-        """Before the object's file is opened to write: no round deletes its WAL after this, unless
-        one is deleting it now (True: ``await deleted()`` then, before opening it)."""
+    def settle(self, hex_id: str) -> None:
+        """Before the object's file is opened again: no round deletes its WAL after this (on the
+        trio thread, where rounds delete WAL files, so nothing can happen in between)."""
         if self._pending.pop(hex_id, None) is None:
             self._syncing.pop(hex_id, None)
-        return hex_id in self._deleting
-
-    async def deleted(self) -> None:
-        """The round now deleting WAL files is done with them."""
-        if self._deleting:
-            await self._deleted.wait()
 
     async def finish(self, also: list[Path]) -> None:
         """At a clean shutdown (nothing live): the last round, for what is pending and the files of
@@ -127,12 +121,7 @@ class Folds:
                     self._syncing = {}
                     continue
                 deleting, self._syncing = self._syncing, {}
-                self._deleting, self._deleted = set(deleting), trio.Event()
-                try:
-                    await self._work.off_loop(functools.partial(_delete_wal_files, list(deleting.values())))
-                finally:
-                    self._deleting = set()
-                    self._deleted.set()
+                _delete_wal_files(list(deleting.values()))  # here, between two activations
         finally:
             self._running = False
             self._idle.set()

@@ -12,9 +12,11 @@ descriptors, while the rest of a live object costs a few KiB. Idle eviction (10 
 object; this ends only its connection, sooner, so a node can keep many more objects live.
 
 Mechanism: one task wakes every ``FILE_REST_SECONDS / 2`` and walks the live table from its least
-recently active end, closing (``ObjectFile.release``, on the event loop: no checkpoint, no fsync) the
-file of every resting activation idle long enough; it stops at the first activation active since.
-Eviction later folds the WAL into the file (``ObjectFile.close(checkpoint=True)``).
+recently active end, closing (``ObjectFile.release``, on the event loop: no fsync) the file of every
+resting activation idle long enough; it stops at the first activation active since. The WAL's pages
+are written into the file first and the WAL left for a fold round (``_folds.py``), which makes the
+file durable and deletes the WAL: so the eviction has nothing left to do, and the next open reads
+no WAL.
 
 XX: while the file is closed its exclusive lock is not held, so a second process on the same data
 folder could open it (as it can a file a creation round made and nobody opened since).
@@ -40,8 +42,11 @@ def release_resting_files(runtime: Runtime, now: float) -> int:
     for activation in runtime.table.live.values():  # least recently active first
         if activation.last_active > cutoff:
             break
-        if activation.file.conn is not None and activation.resting and activation.file.release():
+        file = activation.file
+        if file.conn is not None and activation.resting and file.release(fold=True):
             released += 1
+            if file.wal_folded:
+                runtime.folds.add(activation.id.hex, file.path)
     return released
 
 

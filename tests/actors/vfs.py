@@ -1,4 +1,4 @@
-"""A pass-through SQLite VFS that records every sync of a file, and the thread that made it."""
+"""A pass-through SQLite VFS that records every file opened, every sync, and the thread that synced."""
 
 from __future__ import annotations
 
@@ -24,11 +24,14 @@ class RecordingVFS(apsw.VFS):
 
     def __init__(self) -> None:
         self.syncs: list[tuple[str, bool]] = []
+        #: every file SQLite opened, in order
+        self.opens: list[str] = []
         self.base = apsw.vfs_names()[0]  # the default: the system's
         super().__init__("record-syncs", self.base, makedefault=True)
 
     def xOpen(self, name: apsw.URIFilename | str | None, flags: list[int]) -> apsw.VFSFile:
         assert name is not None
+        self.opens.append(name.filename() if isinstance(name, apsw.URIFilename) else str(name))
         return _RecordingFile(self, name, flags)
 
 
