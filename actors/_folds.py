@@ -29,7 +29,6 @@ round uses ``syncfs`` wherever the C library has it (one flush instead of one pe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -131,5 +130,9 @@ def _delete_wal_files(files: list[Path]) -> None:
     # No fsync of the folders: a deletion the disk forgets leaves a WAL of frames the file already
     # holds durably, which SQLite applies again harmlessly (SQLite deletes its WAL so on close too).
     for path in files:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(f"{path}-wal")
+        except FileNotFoundError:
+            pass  # deleted with its file (a move's discard), or folded again and deleted since
+        except OSError as exc:  # it stays: SQLite applies it at the next open, and it is folded again
+            log.warning("could not delete %s-wal after folding it in: %s", path, exc)
