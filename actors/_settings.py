@@ -45,8 +45,9 @@ class Settings:
     #: serve them best, while a hold would merge the groups. The node turns it on (20 ms).
     commit_hold: float = 0.0
     #: make each durability round durable with one ``syncfs(2)`` of the data folder's file system
-    #: instead of an fsync of every object's WAL, and each creation round with two instead of the
-    #: fsyncs of every new file and folder (Linux; only with FSYNC durability and commits in
+    #: instead of an fsync of every object's WAL, each creation round with two instead of the
+    #: fsyncs of every new file and folder, and each fold round of evicted and resting objects'
+    #: files (``_folds.py``) with one (Linux; only with FSYNC durability and commits in
     #: threads). Cheaper by far when many objects commit at once, but it writes back everything dirty
     #: on that volume, other programs' files included: on a shared volume a round then waits for
     #: their writes too (latency spikes), and a failure to write any file there fails the whole
