@@ -135,8 +135,6 @@ class ObjectFile:
         self._released_wal_synced: bool | None = None
         #: folders created for this file whose entries are not yet known durable
         self._new_dirs: list[Path] = []
-        #: ``release(fold=True)`` wrote the WAL's pages in, unsynced, and left it for a fold round
-        self.wal_folded = False
         #: called on the trio thread before the file is opened there (``Folds.settle``)
         self.settle: Callable[[], None] | None = None
 
@@ -157,7 +155,7 @@ class ObjectFile:
         self._connect()
 
     def _connect(self, *, new: bool = False) -> None:
-        self.unopened = self._wal_absent = self.wal_folded = False
+        self.unopened = self._wal_absent = False
         conn = apsw.Connection(str(self.path))
         # Closing without a checkpoint is for a crash (``close()``) and for an idle live object's
         # file (``release()``, on the event loop); eviction and shutdown close with a checkpoint.
@@ -211,7 +209,7 @@ class ObjectFile:
         written into the file without an fsync and the WAL is left whole beside it (True): the
         caller makes the file durable, then deletes the WAL (``fold_unsynced``).
         """
-        if checkpoint and self.unopened and not self.wal_folded and os.path.exists(f"{self.path}-wal"):
+        if checkpoint and self.unopened and os.path.exists(f"{self.path}-wal"):
             self._connect()
         conn = self.conn
         self._use(None)
@@ -233,15 +231,13 @@ class ObjectFile:
         """``close(checkpoint=True)`` would do no I/O (nothing open, no WAL to fold in): the event
         loop may call it. An object created and never used again (most of a spread workload) is
         evicted so, without a thread hand-off."""
-        return self.conn is None and (not self.unopened or self._wal_absent or self.wal_folded)
+        return self.conn is None and (not self.unopened or self._wal_absent)
 
-    def release(self, *, fold: bool = False) -> bool:
+    def release(self) -> bool:
         """Close the file of a live object at rest, keeping the object; True if it was open.
 
-        The next read or write opens it again (like a file a creation round made). No fsync, so this
-        is cheap enough for the event loop. With ``fold`` the WAL's pages are written into the file
-        first (``fold_unsynced``: at most ``CHECKPOINT_PAGES`` of them) and the WAL is left whole for
-        a fold round (``wal_folded``); else the WAL stays until eviction folds it in.
+        The next read or write opens it again (like a file a creation round made). No checkpoint, so
+        this is cheap enough for the event loop (the WAL, if any, stays until eviction folds it in).
         An open SQLite connection costs about 80 KiB (the WAL index alone is 32 KiB in exclusive
         mode), far more than the rest of a live object. Precondition: no batch, turn or sync running.
         """
@@ -249,10 +245,8 @@ class ObjectFile:
         if conn is None or self.in_memory or self.levels or self.in_batch or conn.in_transaction:
             return False
         self._use(None)
-        folded = fold and fold_unsynced(conn)
         conn.close()
         self.unopened = self.has_schema
-        self.wal_folded = folded and self.unopened
         self._released_wal_synced = self._wal_synced
         return True
 

@@ -21,10 +21,9 @@ capacity eviction held its thread (and a caller waiting for room) for the flush.
 writes its WAL's pages into the file without an fsync (``ObjectFile.close(sync=False)``) and leaves
 the WAL; rounds, one at a time, make the files of every eviction since the last round durable with
 one barrier (``syncfs`` of the data volume with ``Settings.sync_volume``, else an fsync of each file,
-in parallel in the fsync pool), then delete their WAL files (an unlink each, on the trio thread). A
-live object whose file rests (``_resting.py``) is folded so too, so its eviction has nothing left to
-do and its next open finds no WAL to read. The shutdown's last
-round uses ``syncfs`` wherever the C library has it (one flush instead of one per object).
+in parallel in the fsync pool), then delete their WAL files (an unlink each, on the trio thread).
+The shutdown's last round uses ``syncfs`` wherever the C library has it (one flush, not one per
+object).
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ import trio
 
 from actors import App, Settings, _movework, open_runtime
 from actors._leftovers import fold_wal
-from actors._resting import FILE_REST_SECONDS
-from actors.testing import open_test_runtime
 
 from .objects import Counter
 from .vfs import object_syncs
@@ -143,24 +141,3 @@ async def test_an_object_activated_while_its_fold_round_syncs_keeps_its_wal_and_
         assert await runtime.call(counter, "increment", [100]) == 113
         runtime.crash()  # nothing folded at a shutdown: the WAL must hold the last commits
     assert await _values(tmp_path, ["c0"]) == [113]
-
-
-#### Resting files
-
-
-async def test_a_resting_file_is_folded_so_its_eviction_opens_nothing_and_its_next_open_reads_no_wal(
-    tmp_path, recording, autojump_clock
-):
-    async with open_test_runtime(APP, tmp_path, settings=Settings(idle_timeout=60)) as t:
-        counter = t.get("Counter", "c")
-        assert await counter.increment() == 1
-        assert await counter.increment() == 2
-        assert len(_wal_files(tmp_path)) == 1
-        await t.advance(FILE_REST_SECONDS * 2)  # its file rests; a fold round follows
-        assert t.is_live("Counter", "c")
-        assert _wal_files(tmp_path) == []  # before: the WAL stayed until the eviction folded it
-        opened = len(recording.opens)
-        await t.runtime.evict(t.id("Counter", "c"))
-        assert recording.opens[opened:] == []  # before: reopened to checkpoint
-        assert await counter.increment() == 3
-    assert await _values(tmp_path, ["c"]) == [3]
