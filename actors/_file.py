@@ -39,6 +39,7 @@ import apsw
 
 from ._authorizer import refusal, user_schema_objects
 from ._ids import ObjectId
+from ._walfold import fold_unsynced, fold_wal
 from .errors import SqlNotAllowed
 
 SCHEMA_VERSION = 1
@@ -205,16 +206,21 @@ class ObjectFile:
         the file and deleted, so an object that is not live is one self-contained file; a file that
         ``release()`` closed with a WAL beside it is opened for that. Without it (a crash) the WAL
         stays, and SQLite applies it when the file is next opened (by us or by the sqlite3 shell).
-        With ``checkpoint`` and not ``sync`` (a clean shutdown, ``_folds.py``) the WAL's pages are
-        written into the file without an fsync and the WAL is left whole beside it (True): the
-        caller makes the file durable, then deletes the WAL (``fold_unsynced``).
+        With ``checkpoint`` and not ``sync`` (an idle, capacity or shutdown eviction, ``_folds.py``)
+        the WAL's pages are written into the file without an fsync and the WAL is left whole beside
+        it (True): the caller makes the file durable, then deletes the WAL (``fold_unsynced``).
         """
+        left = False
         if checkpoint and self.unopened and os.path.exists(f"{self.path}-wal"):
-            self._connect()
+            if sync:
+                self._connect()
+            else:
+                # A resting file: folded through a bare connection (none of a turn's pragmas,
+                # authorizer or schema check, which cost more than the fold of a small WAL).
+                left = fold_wal(self.path, sync=False)
         conn = self.conn
         self._use(None)
         self.unopened = False
-        left = False
         if conn is not None:
             if checkpoint and not conn.in_transaction:
                 left = not sync and fold_unsynced(conn)
@@ -635,23 +641,6 @@ def write_file(path: Path | str, data: bytes | bytearray, *, fsync: bool = False
             os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def fold_unsynced(conn: apsw.Connection) -> bool:
-    """Write every frame of ``conn``'s WAL into its database file, with no fsync; keep the WAL.
-
-    True if it did (then the WAL, whole, stays until the caller deletes it: until the file is durable
-    a crash finds it and SQLite applies its frames again, the same pages). False if it could not fold
-    them all (nothing is lost: the caller checkpoints as usual); ``synchronous`` is then as before.
-    Precondition: ``conn`` is the file's only connection, with no transaction open, about to close.
-    """
-    before = conn.execute("PRAGMA synchronous").get
-    conn.execute("PRAGMA synchronous=OFF").fetchall()
-    busy, frames, folded = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
-    if busy == 0 and isinstance(frames, int) and frames >= 0 and frames == folded:
-        return True  # closed next with NO_CKPT_ON_CLOSE (set at open): the WAL stays
-    conn.execute(f"PRAGMA synchronous={before}").fetchall()
-    return False
 
 
 def fsync_path(path: Path | str) -> None:

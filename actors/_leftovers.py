@@ -17,7 +17,6 @@ crash-safely, as SQLite always does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 import apsw
 import trio
 
-from ._file import fold_unsynced
+from ._walfold import fold_wal
 
 log = logging.getLogger("actors")
 
@@ -66,35 +65,6 @@ def find_wal_files(objects: Path) -> list[Path]:
     for folder, _, names in os.walk(objects):
         found.extend(Path(folder, name[:-4]) for name in names if name.endswith(".sqlite3-wal"))
     return found
-
-
-def fold_wal(path: Path, *, sync: bool = True) -> bool:
-    """Fold the WAL beside ``path`` into it and delete it (and a WAL index an older version left).
-
-    Without ``sync`` (a clean shutdown, ``_folds.py``) the frames are written in without an fsync
-    and the WAL is left whole: True then, and the caller makes the file durable before deleting the
-    WAL. Precondition: no connection of this process has the file open. Raises apsw.Error or
-    RuntimeError if SQLite could not checkpoint it; the WAL then stays, and SQLite applies it at the
-    next open."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-    left = False
-    try:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm
-        if not sync:
-            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)  # closing must not delete the WAL
-            left = fold_unsynced(conn)
-        if not left:
-            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
-            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if row is None or row[0] != 0:
-                raise RuntimeError(f"could not checkpoint {path}: {row}")
-    finally:
-        conn.close()  # the last connection: unless left, checkpoints and deletes the WAL
-    # an empty WAL (unless left), and a WAL index older versions may have left
-    for suffix in ("-shm",) if left else ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
-    return left
 
 
 def fold_wal_files(paths: list[Path], *, sync: bool = True) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Final
 import apsw
 
 from ._file import move_legacy_file, write_file
-from ._leftovers import fold_wal
+from ._walfold import fold_wal
 
 __all__ = [
     "STAGED_SUFFIX", "STAGING_MARKER", "Placement", "contents", "delete_files", "place_all",

@@ -12,7 +12,9 @@ import pytest
 import trio
 
 from actors import App, Settings, _movework, open_runtime
-from actors._leftovers import fold_wal
+from actors._resting import FILE_REST_SECONDS
+from actors._walfold import fold_wal
+from actors.testing import open_test_runtime
 
 from .objects import Counter
 from .vfs import object_syncs
@@ -141,3 +143,20 @@ async def test_an_object_activated_while_its_fold_round_syncs_keeps_its_wal_and_
         assert await runtime.call(counter, "increment", [100]) == 113
         runtime.crash()  # nothing folded at a shutdown: the WAL must hold the last commits
     assert await _values(tmp_path, ["c0"]) == [113]
+
+
+async def test_an_idle_eviction_of_a_resting_file_folds_it_unsynced_too(tmp_path, recording, autojump_clock):
+    async with open_test_runtime(APP, tmp_path, settings=Settings(idle_timeout=60)) as t:
+        counter = t.get("Counter", "c")
+        assert await counter.increment() == 1
+        assert await counter.increment() == 2
+        await t.advance(FILE_REST_SECONDS * 2)  # its file rests (closed, its WAL beside it)
+        assert t.is_live("Counter", "c")
+        assert len(_wal_files(tmp_path)) == 1
+        synced = len(object_syncs(recording, tmp_path))
+        await t.advance(60)  # idle eviction: the WAL is folded in; a round deletes it
+        assert not t.is_live("Counter", "c")
+        assert _wal_files(tmp_path) == []
+        assert object_syncs(recording, tmp_path)[synced:] == []  # no checkpoint's fsync through SQLite
+        assert await counter.increment() == 3
+    assert await _values(tmp_path, ["c"]) == [3]
