@@ -30,8 +30,7 @@ Order and pace: objects some node asked for (``want``: a call is waiting for the
 those that worked in the last second (the most recently active first, in batches of 8, each
 answered before the next batch starts, for at most 0.5 s), then the other live ones, then idle ones; at most
 ``rate`` objects a second (a token bucket), ``MOVE_CONCURRENCY`` batches in flight (a batch's slot is
-free once its answer is in: O's discard of it overlaps the next batch) and ``RELEASED_AHEAD`` more
-released meanwhile (so a batch leaves as soon as a slot frees), each object once per change.
+free once its answer is in: O's discard of it overlaps the next batch), each object once per change.
 ``remaining`` says what is left.
 """
 
@@ -39,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -76,9 +75,6 @@ RETRY_SECONDS: Final = 0.5
 HOT_RELEASE_WAIT_SECONDS: Final = 0.5
 #: batches a node has in flight at once (to all new owners together)
 MOVE_CONCURRENCY: Final = 4
-#: batches released ahead (evicted and read, the sender's part of a batch's time) while
-#: ``MOVE_CONCURRENCY`` batches are in flight, so that a batch leaves as soon as a slot is free
-RELEASED_AHEAD: Final = 2
 #: objects of one batch released (evicted, checkpointed, read) at once
 RELEASE_CONCURRENCY: Final = 16
 
@@ -188,10 +184,8 @@ class Mover:
 
     async def run(self) -> None:
         """Hand objects off forever: up to ``MOVE_CONCURRENCY`` batches in flight (a batch's
-        round trip is mostly the receiver's disk) and ``RELEASED_AHEAD`` more released and
-        waiting for a slot, each object once per change."""
-        slots = trio.Semaphore(MOVE_CONCURRENCY + RELEASED_AHEAD)
-        wire = trio.Semaphore(MOVE_CONCURRENCY)
+        round trip is mostly the receiver's disk), each object once per change."""
+        slots = trio.Semaphore(MOVE_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             while True:
                 if self._rescan:
@@ -211,7 +205,7 @@ class Mover:
                 await slots.acquire()
                 await self._bucket.take(len(items))
                 answered = trio.Event()
-                nursery.start_soon(self._move_batch, owner, items, (slots, wire), answered)
+                nursery.start_soon(self._move_batch, owner, items, slots, answered)
                 if items[0].hot:  # the next batch starts once this one is answered (see HOT_SECONDS)
                     with trio.move_on_after(HOT_RELEASE_WAIT_SECONDS):
                         await answered.wait()
@@ -220,34 +214,22 @@ class Mover:
         self,
         owner: str,
         items: list[Item],
-        slots: tuple[trio.Semaphore, trio.Semaphore] | None,
+        slots: trio.Semaphore | None,
         answered: trio.Event | None = None,
     ) -> None:
-        """Move one batch; ``slots``: the batch's place among those taken (held already) and the
-        semaphore of those in flight, or None (a ``want``: it goes at once)."""
-        freed, wired = False, False
-
-        async def to_wire() -> None:
-            """Wait for a place in flight (once the batch is released)."""
-            nonlocal wired
-            if slots is not None:
-                await slots[1].acquire()
-                wired = True
+        freed = False
 
         def free() -> None:
-            """Give the batch's places back (once): when its answer is in, or when it ends."""
-            nonlocal freed, wired
+            """Give the batch's slot back (once): when its answer is in, or when it ends."""
+            nonlocal freed
             if answered is not None:
                 answered.set()
-            if slots is not None and wired:
-                wired = False
-                slots[1].release()
             if slots is not None and not freed:
                 freed = True
-                slots[0].release()
+                slots.release()
 
         try:
-            await self._move(owner, items, to_wire, free)
+            await self._move(owner, items, free)
         except Exception as exc:  # a batch never stops the mover: its objects are tried again
             log.warning(
                 "handoff batch failed",
@@ -299,9 +281,7 @@ class Mover:
                 extra={"event": "handoff_planned", "epoch": router.epoch, "objects": len(found)},
             )
 
-    async def _move(
-        self, owner: str, items: list[Item], to_wire: Callable[[], Awaitable[None]], free: Callable[[], None]
-    ) -> None:
+    async def _move(self, owner: str, items: list[Item], free: Callable[[], None]) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -342,7 +322,6 @@ class Mover:
         if not released:
             return
         try:
-            await to_wire()
             if self._sent_log is not None:  # durably, before anything leaves
                 await self._sent_log.sending(owner, [object_id.hex for object_id, _, _ in released])
             await self._send(owner, link, released, free)
