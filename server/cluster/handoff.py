@@ -38,15 +38,24 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
 from actors import ObjectId
-from actors.errors import InvalidArgument, OwnerUnavailable
+from actors.errors import OwnerUnavailable
 
+from .handoff_plan import HOT_SECONDS, Item, Moving, TokenBucket, plan, take_batch
+from .handoff_wire import (
+    ADOPT_OPERATION,
+    TRANSFER_TIMEOUT_SECONDS,
+    catalog_id,
+    catalog_ids,
+    object_ref,
+    send_chunks,
+    within,
+)
 from .sent_log import SentLog
 from .settle import WANT_OPERATION, slot_of
 
@@ -55,30 +64,19 @@ if TYPE_CHECKING:
 
     from .router import Cluster
 
-__all__ = ["ADOPT_CHUNK_OPERATION", "ADOPT_OPERATION", "HandoffMetrics", "Mover", "object_ref"]
+__all__ = ["HandoffMetrics", "Mover"]
 
 log = logging.getLogger("server.cluster")
 
-ADOPT_OPERATION: Final = "adopt"
-ADOPT_CHUNK_OPERATION: Final = "adopt_chunk"
-#: objects in one adopt message at most
-BATCH_OBJECTS: Final = 64
 #: seconds a failed batch waits before it is tried again
 RETRY_SECONDS: Final = 0.5
-#: after a change, the objects that worked in the last ``HOT_SECONDS`` (calls are likely waiting
-#: for them) move first, the most recently active first, in batches of ``HOT_BATCH_OBJECTS``, each
-#: answered before the next batch starts (for at most ``HOT_RELEASE_WAIT_SECONDS``: a long turn or
-#: a slow peer must not hold the move back), so that no big batch competes with theirs on either
-#: node; then the other live objects, then the idle ones, in batches of ``BATCH_OBJECTS``
-HOT_SECONDS: Final = 1.0
-HOT_BATCH_OBJECTS: Final = 8
+#: a hot batch (``handoff_plan.HOT_SECONDS``) is answered before the next batch starts, or this
+#: many seconds passed: a long turn or a slow peer must not hold the move back
 HOT_RELEASE_WAIT_SECONDS: Final = 0.5
 #: batches a node has in flight at once (to all new owners together)
 MOVE_CONCURRENCY: Final = 4
 #: objects of one batch released (evicted, checkpointed, read) at once
 RELEASE_CONCURRENCY: Final = 16
-#: seconds a transfer may take before it is given up (and retried)
-TRANSFER_TIMEOUT_SECONDS: Final = 30.0
 
 
 class HandoffMetrics(Protocol):
@@ -86,32 +84,6 @@ class HandoffMetrics(Protocol):
 
     def handed_off(self, objects: int) -> None: ...
     def received(self, objects: int) -> None: ...
-
-
-class _Moving:
-    """Objects being handed off (``sending``) or whose last send has no known outcome (``unsure``,
-    with the node it went to): the gate activates none of them here."""
-
-    def __init__(self) -> None:
-        self.sending: set[str] = set()
-        self.unsure: dict[str, str] = {}
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.sending or key in self.unsure
-
-    def __len__(self) -> int:
-        return len(self.sending | self.unsure.keys())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.sending | self.unsure.keys())
-
-
-@dataclass(slots=True)
-class _Item:
-    hex: str
-    object_id: ObjectId | None
-    live: bool = False
-    hot: bool = False  # it worked in the last HOT_SECONDS before the scan
 
 
 class Mover:
@@ -130,13 +102,12 @@ class Mover:
         self._router = router
         self._runtime = runtime
         self._metrics = metrics
-        self.rate = rate
         self._max_bytes = max(2048, max_message_bytes * 3 // 4)
         self._chunk = max(1024, max_message_bytes // 2)
         #: objects stored (or live) here that other nodes own, by hex id
-        self.remaining: dict[str, _Item] = {}
+        self.remaining: dict[str, Item] = {}
         #: objects whose transfer is under way or whose outcome is unknown: activated for no one
-        self.moving = _Moving()
+        self.moving = Moving()
         #: where sends of unknown outcome survive a crash (``sent_log.py``): those of the last run
         self._sent_log = sent_log
         if sent_log is not None:
@@ -147,8 +118,7 @@ class Mover:
         self._rescan = True
         #: called (once per emptiness) when nothing remains to move: a leaving node then leaves
         self.on_empty: Callable[[], None] | None = None
-        self._tokens = 0.0
-        self._refilled = 0.0
+        self._bucket = TokenBucket(rate)
         #: the epoch of the last finished scan: ``remaining`` is complete for it (and not before)
         self.scanned_epoch = 0
         self._scanned = trio.Event()
@@ -192,7 +162,7 @@ class Mover:
         if key not in self.remaining and key not in self.moving:
             if not runtime.holds(object_id):
                 return {"held": False, "epoch": router.epoch}
-            self.remaining[key] = _Item(key, object_id)
+            self.remaining[key] = Item(key, object_id)
         item = self.remaining.pop(key, None)
         if item is not None:  # a call waits for it: move it now, ahead of every background batch
             item.object_id = item.object_id or object_id
@@ -222,7 +192,7 @@ class Mover:
                     self._rescan = False
                     await self._scan()
                 await self._resolve_owned()
-                batch = self._next_batch()
+                batch = take_batch(self.remaining, self._router.map.owner, self.moving.sending)
                 if batch is None:
                     if self.done and self.on_empty is not None:
                         self.on_empty()
@@ -233,7 +203,7 @@ class Mover:
                     continue
                 owner, items = batch
                 await slots.acquire()
-                await self._take_tokens(len(items))
+                await self._bucket.take(len(items))
                 answered = trio.Event()
                 nursery.start_soon(self._move_batch, owner, items, slots, answered)
                 if items[0].hot:  # the next batch starts once this one is answered (see HOT_SECONDS)
@@ -243,7 +213,7 @@ class Mover:
     async def _move_batch(
         self,
         owner: str,
-        items: list[_Item],
+        items: list[Item],
         slots: trio.Semaphore | None,
         answered: trio.Event | None = None,
     ) -> None:
@@ -291,25 +261,16 @@ class Mover:
         """Find every object stored or live here that another node owns under the current epoch."""
         runtime, router = self._runtime, self._router
         epoch = router.epoch
-        owns_hex = router.map.owner
-        me = router.self_id
         stored = await trio.to_thread.run_sync(runtime.stored_ids)
         if router.epoch != epoch:  # changed meanwhile: scan again under the new map
             self._rescan = True
             return
         live = runtime.live_ids()
         hot = runtime.active_ids(trio.current_time() - HOT_SECONDS)
-        found: dict[str, _Item] = {}
-        # Live objects first, the most recently active first (the runtime lists them least recently
-        # active first): the objects calls are most likely to wait for move before idle ones.
-        for key, object_id in reversed(live.items()):
-            if owns_hex(key)[0] != me and key not in self.moving.sending:
-                item = self.remaining.get(key) or _Item(key, object_id)
-                item.live, item.hot, item.object_id = True, key in hot, item.object_id or object_id
-                found[key] = item
-        for key in stored:
-            if key not in found and owns_hex(key)[0] != me and key not in self.moving.sending:
-                found[key] = self.remaining.get(key) or _Item(key, None)
+        found = plan(
+            live, hot, stored, owner_of=router.map.owner, me=router.self_id, known=self.remaining,
+            sending=self.moving.sending,
+        )  # fmt: skip
         self.remaining = found
         self.scanned_epoch = epoch
         scanned, self._scanned = self._scanned, trio.Event()
@@ -320,36 +281,7 @@ class Mover:
                 extra={"event": "handoff_planned", "epoch": router.epoch, "objects": len(found)},
             )
 
-    def _next_batch(self) -> tuple[str, list[_Item]] | None:
-        if not self.remaining:
-            return None
-        owner_of = self._router.map.owner
-        items = self.remaining.values()
-        first = next(iter(items))  # the scan put live objects first, the most recently active first
-        owner = owner_of(first.hex)[0]
-        batch = [first]
-        size = HOT_BATCH_OBJECTS if first.hot else BATCH_OBJECTS  # a hot object arrives sooner
-        for item in items:
-            if len(batch) >= size or (first.hot and not item.hot):
-                break
-            if item is not first and owner_of(item.hex)[0] == owner:
-                batch.append(item)
-        for item in batch:
-            del self.remaining[item.hex]
-            self.moving.sending.add(item.hex)  # from here until its outcome is known
-        return owner, batch
-
-    async def _take_tokens(self, count: int) -> None:
-        if math.isinf(self.rate):
-            return
-        now = trio.current_time()
-        self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        self._tokens -= count
-        if self._tokens < 0:
-            await trio.sleep(-self._tokens / self.rate)
-
-    async def _move(self, owner: str, items: list[_Item], free: Callable[[], None]) -> None:
+    async def _move(self, owner: str, items: list[Item], free: Callable[[], None]) -> None:
         router, runtime = self._router, self._runtime
         link = router.links.get(owner)
         if owner == router.self_id or link is None:  # the map changed since: scan again
@@ -364,9 +296,9 @@ class Mover:
         unnamed = [item.hex for item in items if item.object_id is None]  # idle ones: the scan had hex ids
         # Read in a thread: a catalog read on the event loop would wait there for the catalog's
         # transactions in flight (a discard's), each holding its lock through an fsync.
-        named = await trio.to_thread.run_sync(_catalog_ids, runtime, unnamed) if unnamed else {}
+        named = await trio.to_thread.run_sync(catalog_ids, runtime, unnamed) if unnamed else {}
 
-        async def release(item: _Item) -> None:
+        async def release(item: Item) -> None:
             async with limiter:
                 object_id = item.object_id or named.get(item.hex)
                 if object_id is None:
@@ -398,7 +330,7 @@ class Mover:
             # they stay moving (activated for no one) and are sent again (``already_held`` then).
             for object_id, _, _ in released:
                 self.moving.unsure[object_id.hex] = owner
-                self.remaining.setdefault(object_id.hex, _Item(object_id.hex, object_id))
+                self.remaining.setdefault(object_id.hex, Item(object_id.hex, object_id))
             raise
         finally:
             for object_id, _, _ in released:
@@ -419,10 +351,10 @@ class Mover:
                 "sha256": done.sha256_hex, "size": done.size, "alarm": done.alarm, "data": data,
             }  # fmt: skip
             if data is None:
-                await self._send_chunks(link, object_id, done.path, done.size)
+                await send_chunks(link, router.epoch, object_id, done.path, done.size, self._chunk)
             entries.append(entry)
         outcomes: list[dict[str, Any]] = []
-        for message in _within(entries, self._max_bytes):  # each under the link's message limit
+        for message in within(entries, self._max_bytes):  # each under the link's message limit
             kwargs = {"epoch": router.epoch, "objects": message}
             with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
                 reply = await link.call("", "", ADOPT_OPERATION, (), kwargs)
@@ -448,7 +380,7 @@ class Mover:
                             "error": outcome.get("error"),
                         },
                     )
-                self.remaining[object_id.hex] = _Item(object_id.hex, object_id)
+                self.remaining[object_id.hex] = Item(object_id.hex, object_id)
         if discard:
             await runtime.discard(discard)
             self._metrics.handed_off(len(discard))
@@ -463,7 +395,7 @@ class Mover:
         older copy), else this copy is the only one."""
         router = self._router
         link = router.links.get(target)
-        object_id = _catalog_id(self._runtime, key)
+        object_id = catalog_id(self._runtime, key)
         if link is None or object_id is None:  # the target left (it handed everything off) or gone
             await self.outcome_known([key])
             return
@@ -484,58 +416,3 @@ class Mover:
         """Whether an arriving copy must replace this node's copy: this node's send of it has no
         known outcome, so the arriving copy is the newer one."""
         return key in self.moving.unsure
-
-    async def _send_chunks(self, link: Any, object_id: ObjectId, path: Any, size: int) -> None:
-        epoch = self._router.epoch
-        async with await trio.open_file(path, "rb") as file:
-            offset = 0
-            while offset < size:
-                data = await file.read(self._chunk)
-                if not data:
-                    raise InvalidArgument(f"{path} is shorter than its released size {size}")
-                kwargs = {"epoch": epoch, "cls": object_id.cls, "name": object_id.name,
-                          "id": object_id.hex, "offset": offset, "data": data}  # fmt: skip
-                with trio.fail_after(TRANSFER_TIMEOUT_SECONDS):
-                    await link.call("", "", ADOPT_CHUNK_OPERATION, (), kwargs)
-                offset += len(data)
-
-
-def _within(entries: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
-    """``entries`` in order, cut into messages whose files' bytes stay under ``max_bytes`` (an entry
-    without data, sent in chunks before, weighs nothing here)."""
-    messages: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for entry in entries:
-        weight = len(entry["data"] or b"") + 512  # the entry's other fields, generously
-        if messages[-1] and size + weight > max_bytes:
-            messages.append([])
-            size = 0
-        messages[-1].append(entry)
-        size += weight
-    return messages
-
-
-def object_ref(runtime: Runtime, kwargs: dict[str, Any]) -> tuple[int, ObjectId]:
-    """The epoch and object a peer's handoff message names (InvalidArgument if malformed)."""
-    epoch, cls, name, key = kwargs.get("epoch"), kwargs.get("cls"), kwargs.get("name"), kwargs.get("id")
-    if type(epoch) is not int or type(cls) is not str or type(key) is not str or len(key) != 64:
-        raise InvalidArgument("a handoff message needs epoch, cls and a 64-digit id")
-    runtime.app.class_of(cls)
-    if name is not None:
-        if type(name) is not str:
-            raise InvalidArgument("a handoff message's name must be a string or null")
-        object_id = runtime.app.id_from_name(cls, name)
-        if object_id.hex != key:
-            raise InvalidArgument("a handoff message's id does not match its class and name")
-        return epoch, object_id
-    return epoch, ObjectId(cls, None, key)
-
-
-def _catalog_id(runtime: Runtime, key: str) -> ObjectId | None:
-    entry = runtime.catalog.get(key)
-    return None if entry is None else entry.id
-
-
-def _catalog_ids(runtime: Runtime, keys: list[str]) -> dict[str, ObjectId]:
-    """The ids of those of ``keys`` the catalog lists (blocks: run it in a thread)."""
-    return {key: object_id for key in keys if (object_id := _catalog_id(runtime, key)) is not None}

@@ -23,7 +23,7 @@ import trio
 from actors.errors import ActorError, InvalidArgument
 
 from .file_member import MEMBERSHIP_OPERATION, SETTLED_OPERATION
-from .handoff import ADOPT_CHUNK_OPERATION, ADOPT_OPERATION
+from .handoff_wire import ADOPT_CHUNK_OPERATION, ADOPT_OPERATION
 from .settle import WANT_OPERATION
 
 if TYPE_CHECKING:

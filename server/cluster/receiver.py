@@ -19,7 +19,8 @@ import trio
 from actors import Arrival
 from actors.errors import InvalidArgument
 
-from .handoff import TRANSFER_TIMEOUT_SECONDS, HandoffMetrics, object_ref
+from .handoff import HandoffMetrics
+from .handoff_wire import TRANSFER_TIMEOUT_SECONDS, object_ref
 
 if TYPE_CHECKING:
     from actors import Runtime

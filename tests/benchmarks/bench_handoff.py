@@ -16,6 +16,13 @@ SDK callers, one call in flight each, for the whole run. After 5 s of load it st
 
 Every value read back at the end must equal what the load acknowledged (the busy counters) or 1 (the
 idle ones): a failed check stops the benchmark. Numbers are medians of ``--repeat`` runs.
+
+By default the four nodes' data folders share one filesystem (this machine's), so a ``syncfs`` on one
+node flushes the other three nodes' writes too, and file creations and deletions on every node wait
+for the one journal. ``--volume-per-node`` gives each node its own loop-mounted ext4 volume, as on
+separate machines (``tests/benchmarks/volumes.py`` says what that emulates and what not: the images
+still share one disk). It needs root and ``mkfs.ext4``; the volumes are always unmounted and deleted
+at the end of each run. etcd's folder and the logs stay on the shared filesystem.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,8 @@ from client import connect
 from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.processes import SECRET, free_ports
 
+from .volumes import VolumeError, check_volumes_possible, node_volumes
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "ACTORS_CLUSTER_SECRET": SECRET}
 
@@ -50,10 +60,10 @@ NODE_FLAGS: list[str] = []
 KEEP = "--keep" in sys.argv
 
 
-def start_node(base: Path, etcd: str, node_id: str, port: int) -> subprocess.Popen[bytes]:
+def start_node(base: Path, data: Path, etcd: str, node_id: str, port: int) -> subprocess.Popen[bytes]:
     url = f"http://127.0.0.1:{port}"
     argv = [
-        sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(base / node_id),
+        sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data),
         "--etcd", etcd, "--node-id", node_id, "--advertise", url, "--log-level", "warning", *NODE_FLAGS,
     ]  # fmt: skip
     log = (base / f"{node_id}.log").open("ab")
@@ -92,17 +102,35 @@ async def to_move(url: str) -> tuple[int, int]:
     return sum(int(r.get("to_move", 0)) for r in rows), len(rows)
 
 
-async def one_run(idle: int, busy: int) -> dict[str, Any]:
+async def one_run(idle: int, busy: int, volume_per_node: bool) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-handoff-"))
+    failed = True
+    try:
+        with ExitStack() as volumes:  # unmounted once _measure has stopped the nodes
+            names = [f"n{i}" for i in range(1, 5)]
+            folders = {n: base / n for n in names}
+            if volume_per_node:
+                folders = volumes.enter_context(node_volumes(base, names))
+            result = await _measure(base, folders, idle, busy)
+        failed = False
+        return result
+    finally:
+        if failed or KEEP:
+            print(f"{'failed: ' if failed else ''}the nodes' logs are in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def _measure(base: Path, folders: dict[str, Path], idle: int, busy: int) -> dict[str, Any]:
+    """One run in ``base`` (etcd, logs) with each node's data in ``folders``; always stops them."""
     etcd = EtcdServer(base)
     processes: list[subprocess.Popen[bytes]] = []
-    failed = True
     try:
         etcd.start()
         ports = free_ports(4)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         for i in range(3):
-            processes.append(start_node(base, etcd.url, f"n{i + 1}", ports[i]))
+            processes.append(start_node(base, folders[f"n{i + 1}"], etcd.url, f"n{i + 1}", ports[i]))
             wait_ready(urls[i])
         idle_names = [f"idle-{i}" for i in range(idle)]
         busy_names = [f"busy-{i}" for i in range(busy)]
@@ -138,7 +166,7 @@ async def one_run(idle: int, busy: int) -> dict[str, Any]:
             nursery.start_soon(load)
             await trio.sleep(5)
             marks["start"] = time.monotonic()
-            processes.append(start_node(base, etcd.url, "n4", ports[3]))
+            processes.append(start_node(base, folders["n4"], etcd.url, "n4", ports[3]))
             while True:
                 await trio.sleep(0.02)
                 try:
@@ -163,7 +191,6 @@ async def one_run(idle: int, busy: int) -> dict[str, Any]:
                 value = (await http.get(f"{urls[2]}/counter/{name}")).json()["value"]
                 expected = acknowledged.get(name, 1)
                 assert value >= expected, (name, value, expected)
-        failed = False
         move_seconds = marks["moved"] - marks["join"]
         if not busy:
             return {
@@ -199,10 +226,6 @@ async def one_run(idle: int, busy: int) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 process.kill()
         etcd.close()
-        if failed or KEEP:
-            print(f"{'failed: ' if failed else ''}the nodes' logs are in {base}", file=sys.stderr)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> None:
@@ -212,12 +235,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the nodes' folders and logs")
     parser.add_argument("--handoff-rate", type=float, default=None, help="the nodes' --handoff-rate")
+    parser.add_argument(
+        "--volume-per-node", action="store_true",
+        help="give each node its own loop-mounted ext4 volume, as on separate machines (needs root)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.volume_per_node:
+        try:
+            check_volumes_possible()
+        except VolumeError as e:
+            parser.error(str(e))
     if args.handoff_rate is not None:
         NODE_FLAGS.extend(["--handoff-rate", str(args.handoff_rate)])
     runs = []
     for i in range(args.repeat):
-        run = trio.run(one_run, args.idle, args.busy)
+        run = trio.run(one_run, args.idle, args.busy, args.volume_per_node)
         runs.append(run)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v:.1f}" for k, v in run.items()), flush=True)
     print("medians:")
