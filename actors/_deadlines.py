@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ._activation import WorkState
+from ._work import WorkState
 from .errors import CallTimeout
 
 if TYPE_CHECKING:
-    from ._activation import Activation, Work
+    from ._activation import Activation
+    from ._work import Work
 
 _MIN_COMPACT = 1024
 _FINISHED: Final = WorkState.FINISHED

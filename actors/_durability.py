@@ -42,8 +42,9 @@ import trio
 from ._syncpool import FSYNC_THREADS, SYNCFS, SyncPool, back_on_trio, call_syncfs
 
 if TYPE_CHECKING:
-    from ._activation import Activation, Work
+    from ._activation import Activation
     from ._file import ObjectFile
+    from ._work import Work
 
 
 class Round:

@@ -25,7 +25,7 @@ import apsw
 import trio
 
 from . import _codec
-from ._activation import Activation, TurnFn, Work, WorkState, retry_after
+from ._activation import Activation, retry_after
 from ._alarms import AlarmRefused, AlarmScheduler
 from ._app import App
 from ._catalog import Catalog, CatalogEntry
@@ -45,6 +45,7 @@ from ._sockets import SocketHub
 from ._syncpool import SyncPool
 from ._table import Table
 from ._turn import current_turn
+from ._work import TurnFn, Work, WorkState
 from .errors import (
     ActorError,
     Deadlock,

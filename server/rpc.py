@@ -82,7 +82,7 @@ from .websocket import CLOSE_TIMEOUT_SECONDS, GOING_AWAY, Receive, Send
 
 if TYPE_CHECKING:
     from actors import ObjectId
-    from actors._activation import Work  # what Runtime.start_call returns
+    from actors._work import Work  # what Runtime.start_call returns
 
     from .asgi import Node
     from .cluster.links import Abandonable
