@@ -48,12 +48,11 @@ class Leftovers:
             self._paths = find_wal_files(self._objects)
         self._found.set()
 
-    async def fold(self, *, sync: bool = True) -> list[Path]:
-        """Once listed, fold every listed WAL still there (precondition: the runtime has drained).
-
-        Without ``sync``: the files whose WAL was folded in unsynced and left (``fold_wal``)."""
+    async def fold(self) -> list[Path]:
+        """Once listed, fold every listed WAL still there, unsynced (precondition: the runtime has
+        drained); returns the files whose WAL is left to delete once they are durable (``_folds.py``)."""
         await self._found.wait()
-        fold = functools.partial(fold_wal_files, self._paths, sync=sync)
+        fold = functools.partial(fold_wal_files, self._paths)
         if self._in_thread:
             return await trio.to_thread.run_sync(fold)
         return fold()
@@ -67,15 +66,15 @@ def find_wal_files(objects: Path) -> list[Path]:
     return found
 
 
-def fold_wal_files(paths: list[Path], *, sync: bool = True) -> list[Path]:
-    """Fold the WAL of each file of ``paths`` that still has one (``fold_wal``); returns the files
-    whose WAL was left to delete (without ``sync``)."""
+def fold_wal_files(paths: list[Path]) -> list[Path]:
+    """Fold the WAL of each file of ``paths`` that still has one, unsynced (``fold_wal``); returns the
+    files whose WAL was left to delete once they are durable."""
     folded, left = 0, []
     for path in paths:
         if not os.path.exists(f"{path}-wal"):
             continue  # used (and evicted, checkpointing) since, or deleted
         try:
-            if fold_wal(path, sync=sync):
+            if fold_wal(path, sync=False):
                 left.append(path)
             folded += 1
         except (apsw.Error, RuntimeError) as exc:

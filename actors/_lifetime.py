@@ -106,7 +106,7 @@ async def _drain(runtime: Runtime) -> None:
 async def _fold_the_rest(runtime: Runtime, leftovers: Leftovers | None) -> None:
     """After a drain: fold the WAL files still left, make every unsynced fold durable, and
     mark the run finished, or (a barrier failed) leave it marked for the next start's scan."""
-    also = [] if leftovers is None else await leftovers.fold(sync=False)
+    also = [] if leftovers is None else await leftovers.fold()
     also += await runtime.fold_released()
     try:
         await runtime.folds.finish(also)

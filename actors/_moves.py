@@ -371,7 +371,7 @@ class Moves:
         paths, self.unfolded = sorted(self.unfolded), set()
         if not paths:
             return []
-        return await self._work.off_loop(functools.partial(fold_wal_files, paths, sync=False))
+        return await self._work.off_loop(functools.partial(fold_wal_files, paths))
 
 
 def _failed(object_id: ObjectId, error: ActorError) -> AdoptOutcome:

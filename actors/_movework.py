@@ -47,20 +47,17 @@ class MoveWork:
     async def barrier(self, files: list[Path], folders: set[Path]) -> None:
         """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the data folder's
         filesystem, or (without it) an fsync of each, in parallel in the fsync pool."""
-        if _syncfs is not None:
-            await self.off_loop(functools.partial(_sync_filesystem, self._runtime.data_dir))
-            return
-        for result in await self.in_pool([functools.partial(fsync_path, p) for p in [*files, *folders]]):
-            result.unwrap()
+        await self.sync_files([*files, *folders], whole_volume=True, missing_ok=False)
 
-    async def sync_files(self, files: list[Path], *, whole_volume: bool) -> None:
-        """Make the files of ``files`` that still exist durable (a file deleted meanwhile needs
-        nothing): one ``syncfs`` of the data folder's filesystem with ``whole_volume`` where the C
-        library has it, else an fsync of each, in parallel in the fsync pool."""
+    async def sync_files(self, files: list[Path], *, whole_volume: bool, missing_ok: bool = True) -> None:
+        """Make ``files`` durable (with ``missing_ok``, those that still exist: a file deleted meanwhile
+        needs nothing): one ``syncfs`` of the data folder's filesystem with ``whole_volume`` where the
+        C library has it, else an fsync of each, in parallel in the fsync pool."""
         if whole_volume and _syncfs is not None:
             await self.off_loop(functools.partial(_sync_filesystem, self._runtime.data_dir))
             return
-        for result in await self.in_pool([functools.partial(_fsync_if_exists, p) for p in files]):
+        fsync = _fsync_if_exists if missing_ok else fsync_path
+        for result in await self.in_pool([functools.partial(fsync, p) for p in files]):
             result.unwrap()
 
     async def in_pool(self, jobs: Sequence[Callable[[], Any]]) -> list[outcome.Outcome[Any]]:
