@@ -15,6 +15,7 @@ from ._alarms import ALARM_RETRY_START_SECONDS as ALARM_RETRY_START_SECONDS
 from ._app import App as App
 from ._catalog import CatalogEntry as CatalogEntry
 from ._codec import describe_unserializable as plain_value_problem
+from ._folderlock import DataFolderInUse as DataFolderInUse
 from ._hooks import ActivationStatistics as ActivationStatistics
 from ._hooks import Hooks as Hooks
 from ._hooks import RuntimeStatistics as RuntimeStatistics
@@ -44,6 +45,7 @@ __all__ = [
     "App",
     "Arrival",
     "CatalogEntry",
+    "DataFolderInUse",
     "Durability",
     "DurableObject",
     "Env",

@@ -91,7 +91,7 @@ class Activation:
             defer_sync=runtime.pipelined_sync,
             legacy_path=runtime.legacy_object_path(object_id),
         )
-        self.file.settle = functools.partial(runtime.folds.settle, object_id.hex)
+        self.file.before_open = self._before_open
         self.state = ActivationState.ACTIVATING
         self.instance: DurableObject | None = None
         self.queue: collections.deque[Work] = collections.deque()
@@ -167,6 +167,12 @@ class Activation:
         if self._parked is None or self.queue or self._syncer_running or self._evict_reason is not None:
             return None
         return self.last_active
+
+    def _before_open(self) -> None:
+        """The file opens now, on the trio thread: no fold round may delete its WAL any more, and it
+        counts among the runtime's open files."""
+        self.runtime.folds.settle(self.id.hex)
+        self.runtime.open_files.opening(self)
 
     @property
     def eviction_requested(self) -> bool:
@@ -340,6 +346,7 @@ class Activation:
             self.turn_seconds = 0.8 * self.turn_seconds + 0.2 * (now - started) / len(batch)
         self.last_active = now
         runtime.table.touch(self)
+        runtime.open_files.touch(self.id.hex)
         return committed
 
     def _refuse_batch(self, error: ActorError) -> bool:
@@ -595,6 +602,7 @@ class Activation:
             self.instance = None
             self._set_state(ActivationState.EVICTED)
             runtime.table.remove(self)
+            runtime.open_files.forget(self)
             self.evicted.set()
             runtime.hooks.evicted(self.id.cls, reason)
 

@@ -10,7 +10,7 @@ Guarantees
   applies it again at the next open (its frames are the very pages already written, so applying
   them twice changes nothing), and the next start's leftover scan (``_leftovers.py``) folds it.
 - A WAL is never deleted under a writer: whatever opens an object's file again first calls
-  :meth:`Folds.settle` (``ObjectFile.settle``), which takes it out of every round; rounds delete WAL
+  :meth:`Folds.settle` (``ObjectFile.before_open``), which takes it out of every round; rounds delete WAL
   files on the trio thread, where files are opened, so nothing opens one in between.
 - If a barrier fails, no WAL of its round is deleted and :meth:`Folds.finish` raises at shutdown: the
   runtime then leaves its run marked unfinished, so the next start lists and folds them.

@@ -74,3 +74,5 @@ class RuntimeStatistics:
     turns_committed: int  # since the runtime opened
     pending_alarms: int  # alarms the scheduler holds in memory: the next ones due (ALARM_WINDOW), and retries
     open_sockets: int  # WebSockets held for objects (live or evicted)
+    open_files: int  # live objects whose SQLite file is open (at most max_open_files, busy ones aside)
+    files_rested: int  # files of live objects closed to keep within max_open_files, since the runtime opened

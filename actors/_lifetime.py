@@ -21,10 +21,11 @@ import trio
 
 from ._app import App
 from ._clock import EpochClock
+from ._folderlock import FolderLock
 from ._hooks import Hooks
 from ._leftovers import Leftovers
 from ._moves import remove_unfinished_transfers
-from ._resting import serve_resting_files
+from ._resting import serve_open_files
 from ._runtime import Runtime
 from ._settings import Settings
 
@@ -52,14 +53,19 @@ async def open_runtime(
     ``io_in_threads=False`` runs commits inline on the trio thread: slower, but no thread is ever in
     flight, so ``MockClock(autojump_threshold=0)`` cannot jump while a commit is running.
     """
-    runtime = Runtime(
-        app,
-        Path(data_dir),
-        settings or Settings(),
-        hooks or Hooks(),
-        EpochClock(epoch_offset),
-        io_in_threads=io_in_threads,
-    )
+    lock = FolderLock(Path(data_dir))  # DataFolderInUse: before anything in it is read
+    try:
+        runtime = Runtime(
+            app,
+            Path(data_dir),
+            settings or Settings(),
+            hooks or Hooks(),
+            EpochClock(epoch_offset),
+            io_in_threads=io_in_threads,
+        )
+    except BaseException:
+        lock.release()
+        raise
     try:
         # transfers that did not finish (only when one may have: listing a million files takes a second)
         remove_unfinished_transfers(runtime.data_dir, older_folder=runtime.catalog.upgraded)
@@ -69,7 +75,7 @@ async def open_runtime(
             runtime.attach(nursery)
             runtime.alarms.load()  # the next alarms due, not every pending one
             await nursery.start(runtime.alarms.serve)
-            await nursery.start(serve_resting_files, runtime)
+            await nursery.start(serve_open_files, runtime.open_files)
             await nursery.start(runtime.deadlines.serve)
             if leftovers is not None:
                 await nursery.start(leftovers.find)
@@ -86,6 +92,7 @@ async def open_runtime(
         runtime.sync_pool.close()
         runtime.rounds.close()
         runtime.catalog.close()
+        lock.release()
 
 
 async def _drain(runtime: Runtime) -> None:

@@ -21,6 +21,7 @@ from typing import Final
 
 import apsw
 
+from . import _folderlock
 from ._file import move_legacy_file, write_file
 from ._walfold import fold_wal
 
@@ -77,7 +78,7 @@ def contents(path: Path, legacy: Path | None, inline_bytes: int) -> tuple[int, s
 
 def _image(path: Path) -> bytes:
     """The database at ``path`` with its WAL applied, as the bytes of one file (WAL mode in its header)."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=_folderlock.OBJECT_VFS)
     try:
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)  # leave the file and its WAL as they are
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm

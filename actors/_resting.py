@@ -1,23 +1,35 @@
-"""Resting objects: a live object idle for a while keeps its instance but not its open file.
+"""Open files: at most ``max_open_files`` live objects hold their SQLite file open; the rest rest.
 
-Guarantee
-- An object that has run no turn for ``FILE_REST_SECONDS`` (and has nothing queued, uncommitted or
-  being fsynced) stays live, with its instance, but its SQLite connection is closed: its next read or
-  write opens the file again, as a cold activation would (about 0.3 ms), without running ``on_start``.
+Guarantees
+- At most ``Runtime.max_open_files`` live objects keep their file open, give or take the few that are
+  busy when the budget is reached. Past it, the least recently active objects that are *resting* (the
+  worker waits for work with nothing queued, running, uncommitted or being fsynced) close their file
+  (``ObjectFile.release``, on the event loop: no checkpoint, no fsync) and stay live, with their
+  instance: the next read or write opens the file again (about 0.2 ms of CPU), without ``on_start``.
   Nothing committed is lost and nothing uncommitted exists at that moment.
+- A busy object is never closed under its turn: if every object over the budget is busy, the budget
+  is exceeded until they rest (the open-file limit keeps ``FD_RESERVE`` descriptors for that), and the
+  watch below closes them then.
 
-Why: an open WAL-mode SQLite connection costs about 80 KiB (the WAL index alone takes 32 KiB of heap in
-exclusive locking mode, then the page cache, the parsed schema and prepared statements) and two file
-descriptors, while the rest of a live object costs a few KiB. Idle eviction (10 s by default) ends the
-object; this ends only its connection, sooner, so a node can keep many more objects live.
+Why a budget and not an idle time: an open WAL-mode connection costs about 80 KiB (the WAL index alone
+takes 32 KiB of heap in exclusive locking mode, then the page cache, the parsed schema and prepared
+statements) and two file descriptors, while the rest of a live object costs a few KiB. Closing files
+after a fixed idle time (2 s, before) bounded that memory, but made a node's speed depend on its
+load: over 10,000 objects each object is called less often than every 2 s below 5,000 calls/s, so
+almost every call reopened its file, which slowed the node, which spaced calls further (627 calls/s
+at 1.4 ms of CPU each, against 4,076 at 0.22 ms with the files kept open, ``BENCHMARKS.md``). An LRU
+budget is a cache: objects called often stay open however many there are up to the budget, and the
+memory it may hold is bounded (``max_open_files`` times about 80 KiB) whatever the load.
 
-Mechanism: one task wakes every ``FILE_REST_SECONDS / 2`` and walks the live table from its least
-recently active end, closing (``ObjectFile.release``, on the event loop: no checkpoint, no fsync) the
-file of every resting activation idle long enough; it stops at the first activation active since.
-Eviction later folds the WAL into the file (``_folds.py``). Folding it at rest instead (so that the
-eviction would not reopen the file) was measured and dropped: over 10,000 objects it cost about a
-fifth more CPU per call, since an object called again after its rest then pays a new WAL (its
-creation and the sync of its header) besides the fold.
+Mechanism: an OrderedDict of the activations whose file is open, least recently active first
+(``touch`` on every turn, like the live table). Opening a file (``opening``, the file's
+``before_open`` hook, on the trio thread) adds its activation at the end and, past the budget, closes
+files from the front; a watch task retries once a second for budgets left exceeded by busy objects.
+Eviction forgets its activation (its file closes with it). Eviction later folds the WAL of a rested
+file into it (``_folds.py``). Folding it at rest instead (so that the eviction would not reopen the
+file) was measured and dropped: over 10,000 objects it cost about a fifth more CPU per call, since an
+object called again after its rest then pays a new WAL (its creation and the sync of its header)
+besides the fold.
 
 XX: while the file is closed its exclusive lock is not held, so a second process on the same data
 folder could open it (as it can a file a creation round made and nobody opened since).
@@ -25,34 +37,84 @@ folder could open it (as it can a file a creation round made and nobody opened s
 
 from __future__ import annotations
 
+import collections
+import itertools
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._activation import Activation
 
-#: seconds without a turn after which a live object's file is closed
-FILE_REST_SECONDS: Final = 2.0
-
-
-def release_resting_files(runtime: Runtime, now: float) -> int:
-    """Close the files of activations idle since ``now - FILE_REST_SECONDS``; returns how many."""
-    cutoff = now - FILE_REST_SECONDS
-    released = 0
-    for activation in runtime.table.live.values():  # least recently active first
-        if activation.last_active > cutoff:
-            break
-        if activation.file.conn is not None and activation.resting and activation.file.release():
-            released += 1
-    return released
+#: seconds between two passes of the watch that closes files left over the budget by busy objects
+TRIM_INTERVAL_SECONDS: Final = 1.0
+#: activations looked at past the excess in one pass (busy ones are skipped, not waited for)
+TRIM_SCAN_SLACK: Final = 64
 
 
-async def serve_resting_files(
-    runtime: Runtime, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+class OpenFiles:
+    """The live objects whose files are open, least recently active first; at most ``budget``."""
+
+    def __init__(self, budget: int) -> None:
+        if budget < 1:
+            raise ValueError("the open-file budget must be at least 1")
+        self.budget = budget
+        self._open: collections.OrderedDict[str, Activation] = collections.OrderedDict()
+        #: files closed to keep within the budget since the runtime started (a metric)
+        self.rested = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def opening(self, activation: Activation) -> None:
+        """``activation``'s file opens now (on the trio thread): count it, and keep to the budget."""
+        key = activation.id.hex
+        self._open[key] = activation
+        self._open.move_to_end(key)
+        if len(self._open) > self.budget:
+            self.trim(opening=activation)
+
+    def touch(self, key: str) -> None:
+        """The object ``key`` ran a turn: it becomes the most recently active."""
+        if key in self._open:
+            self._open.move_to_end(key)
+
+    def forget(self, activation: Activation) -> None:
+        """``activation`` left (its file is closed or closing)."""
+        key = activation.id.hex
+        if self._open.get(key) is activation:
+            del self._open[key]
+
+    def trim(self, opening: Activation | None = None) -> int:
+        """Close the least recently active resting files past the budget; returns how many.
+
+        ``opening``: the activation whose file is about to open (not open yet, and not to close).
+        """
+        excess = len(self._open) - self.budget
+        if excess <= 0:
+            return 0
+        closed = 0
+        front = list(itertools.islice(self._open.items(), excess + TRIM_SCAN_SLACK))
+        for key, activation in front:
+            if closed >= excess:
+                break
+            if activation is opening:
+                continue
+            if activation.file.conn is None:
+                del self._open[key]  # closed some other way (a move, a reset): not ours to count
+                excess -= 1
+            elif activation.resting and activation.file.release():
+                del self._open[key]
+                closed += 1
+        self.rested += closed
+        return closed
+
+
+async def serve_open_files(
+    open_files: OpenFiles, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Close resting objects' files, forever."""
+    """Close files left over the budget by objects that were busy when it was reached, forever."""
     task_status.started()
     while True:
-        await trio.sleep(FILE_REST_SECONDS / 2)
-        release_resting_files(runtime, trio.current_time())
+        await trio.sleep(TRIM_INTERVAL_SECONDS)
+        open_files.trim()

@@ -40,6 +40,7 @@ from ._lifecycle import ActivationState
 from ._moves import AdoptOutcome, Arrival, Gate, Moves, Released
 from ._movework import MoveWork
 from ._object import DurableObject, Stub
+from ._resting import OpenFiles
 from ._settings import Durability, Settings
 from ._sockets import SocketHub
 from ._syncpool import SyncPool
@@ -63,14 +64,14 @@ CommitResult = Literal["durable", "needs_fsync", "failed"]
 
 log = logging.getLogger("actors")
 
-#: file descriptors a live object with storage holds (the database and its WAL)
+#: file descriptors an open object file holds (the database and its WAL)
 FDS_PER_OBJECT = 2
 #: file descriptors kept for everything else (sockets, the catalog, threads, logs)
 FD_RESERVE = 1024
 
 
-def live_object_budget(requested: int) -> int:
-    """``requested``, capped so live objects cannot exhaust the open-file limit.
+def open_file_budget(requested: int) -> int:
+    """``requested``, capped so open object files cannot exhaust the open-file limit.
 
     Raises the soft limit to the hard limit first (as servers commonly do); logs when it still caps.
     """
@@ -88,7 +89,7 @@ def live_object_budget(requested: int) -> int:
     budget = max(64, (soft - FD_RESERVE) // FDS_PER_OBJECT)
     if budget < requested:
         log.warning(
-            "max_live_objects lowered from %d to %d: the open-file limit is %d", requested, budget, soft
+            "max_open_files lowered from %d to %d: the open-file limit is %d", requested, budget, soft
         )
     return min(requested, budget)
 
@@ -127,8 +128,10 @@ class Runtime:
         self.durable_folders: set[str] = set()
         #: classes with files in the older two-level layout (found once, here: nothing makes more)
         self._legacy_classes = _classes_with_legacy_layout(data_dir / "objects")
-        #: objects in memory at once: Settings.max_live_objects, capped by the open-file limit
-        self.max_live_objects = live_object_budget(settings.max_live_objects)
+        #: objects in memory at once (Settings.max_live_objects)
+        self.max_live_objects = settings.max_live_objects
+        #: the live objects whose files are open, at most max_open_files (capped by the open-file limit)
+        self.open_files = OpenFiles(open_file_budget(settings.max_open_files))
         self.alarms = AlarmScheduler(self)
         self.deadlines = DeadlineWatch()
         self.sockets = SocketHub(self)
@@ -658,6 +661,8 @@ class Runtime:
             turns_committed=self._turns,
             pending_alarms=len(self.alarms),
             open_sockets=self.sockets.count(),
+            open_files=len(self.open_files),
+            files_rested=self.open_files.rested,
         )
 
     def attach(self, nursery: trio.Nursery) -> None:

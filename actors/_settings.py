@@ -26,12 +26,20 @@ class Settings:
 
     #: when a commit is durable enough to reply
     durability: Durability = Durability.FSYNC
-    #: seconds an object with no queued or running work stays in memory (Cloudflare hibernates after 10 s)
-    idle_timeout: float = 10.0
+    #: seconds an object with no queued or running work stays in memory. Cloudflare hibernates after
+    #: 10 s and evicts after 70-140 s, Akka passivates after 120 s, Orleans collects after 15 min.
+    #: Eviction here closes and folds a file (I/O), while keeping an object live is cheap once its file
+    #: rests (``max_open_files``): at 10 s, 10,000 objects called 500 times a second were evicted
+    #: between calls and the node stayed at that rate (``BENCHMARKS.md``). Memory stays bounded by
+    #: ``max_live_objects`` and ``max_open_files`` whatever this is.
+    idle_timeout: float = 60.0
     #: objects in memory at once; past it the least recently used idle one is evicted, and if every
-    #: live object is busy a new activation waits (until its deadline) for one to go idle. Capped so two file
-    #: descriptors per live object fit in the process's open-file limit (raised to its hard limit).
+    #: live object is busy a new activation waits (until its deadline) for one to go idle.
     max_live_objects: int = 10_000
+    #: live objects that keep their SQLite file open (about 80 KiB and two file descriptors each); past
+    #: it the least recently active resting ones close it and stay live (``_resting.py``). Capped so
+    #: two descriptors per open file fit in the process's open-file limit (raised to its hard limit).
+    max_open_files: int = 10_000
     #: calls waiting for one object; past it calls fail at once with Overloaded
     max_queue_depth: int = 1_000
     #: default deadline of a call, queueing and turn included; past it CallTimeout
@@ -60,6 +68,6 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if not self.commit_hold >= 0:
             raise ValueError("commit_hold must not be negative")
-        for name in ("max_live_objects", "max_queue_depth", "max_batch_turns"):
+        for name in ("max_live_objects", "max_open_files", "max_queue_depth", "max_batch_turns"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import apsw
 
+from . import _folderlock
+
 __all__ = ["fold_unsynced", "fold_wal"]
 
 
@@ -45,7 +47,7 @@ def fold_wal(path: Path, *, sync: bool = True) -> bool:
     WAL. Precondition: no connection of this process has the file open. Raises apsw.Error or
     RuntimeError if SQLite could not checkpoint it; the WAL then stays, and SQLite applies it at the
     next open."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=_folderlock.OBJECT_VFS)
     left = False
     try:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()  # as the runtime opens it: no -shm

@@ -80,6 +80,8 @@ class Recorder:
     ok: int = 0
     #: calls that returned during the warm-up (not in ``ok``; counter-hot's check needs them)
     warmup_ok: int = 0
+    #: ``--prepare``: calls of the pass over every object that returned
+    prepared: int = 0
     #: measured calls that failed, by error type
     errors: Counter[str] = field(default_factory=Counter)
     warmup_errors: int = 0
@@ -130,6 +132,7 @@ class BenchResult:
     latency: Latency
     errors: dict[str, int]
     warmup_ok: int
+    prepared: int
     warmup_errors: int
     allowed: int
     denied: int
@@ -169,6 +172,7 @@ class BenchResult:
             },
             "errors": self.errors,
             "warmup_ok": self.warmup_ok,
+            "prepared": self.prepared,
             "warmup_errors": self.warmup_errors,
             "ratelimit": {"allowed": self.allowed, "denied": self.denied},
             "chat": {
@@ -209,6 +213,8 @@ def summary(result: BenchResult) -> str:
     errors = sum(result.errors.values())
     detail = ", ".join(f"{name} {n:,}" for name, n in sorted(result.errors.items()))
     rows.append(("errors", f"{errors:,}" + (f"  ({detail})" if detail else "")))
+    if result.prepared:
+        rows.append(("prepared", f"{result.prepared:,} objects called once before the warm-up"))
     if result.warmup_errors:
         rows.append(("warm-up errors", f"{result.warmup_errors:,}"))
     if result.workload == "chat-fanout":

@@ -80,6 +80,7 @@ class BenchOptions:
     count: int | None = None  # calls (chat-fanout: messages sent) to measure; wins over duration
     warmup: float = 1.0
     objects: int = 10_000  # counter-spread and ratelimit: names to pick from
+    prepare: bool = False  # counter-spread and ratelimit: call every object once before the warm-up
     rooms: int = 8  # chat-fanout
     members: int = 8  # chat-fanout: members per room
     timeout: float = 30.0  # seconds one call (one chat echo) may take before it fails
@@ -94,6 +95,8 @@ class BenchOptions:
             raise ValueError("count must be at least 1")
         if self.count is None and (self.duration is None or not self.duration > 0):
             raise ValueError("duration must be positive (or give a count)")
+        if self.prepare and self.workload not in ("counter-spread", "ratelimit"):
+            raise ValueError("prepare applies to counter-spread and ratelimit only")
         if not self.warmup >= 0 or not self.timeout > 0:
             raise ValueError("warmup must be >= 0 and timeout > 0")
 
@@ -103,8 +106,8 @@ class BenchOptions:
 
 def _targets(
     options: BenchOptions, prefix: str, client: Client
-) -> tuple[Callable[[], RemoteMethod], list[dict[str, str]]]:
-    """A function picking the next call, and the objects to name in the result.
+) -> tuple[Callable[[], RemoteMethod], list[RemoteMethod], list[dict[str, str]]]:
+    """A function picking the next call, every method it picks from, and the objects to name in the result.
 
     The remote methods are made once, before the run (one stub per name, as a user holding stubs
     would), so a call costs the SDK's send and nothing of the bench's (no id hashing per call).
@@ -112,12 +115,34 @@ def _targets(
     if options.workload == "counter-hot":
         name = f"{prefix}hot"
         hot = client.get("Counter", name).increment
-        return (lambda: hot), [{"class": "Counter", "name": name}]
+        return (lambda: hot), [hot], [{"class": "Counter", "name": name}]
     if options.workload == "counter-spread":
         methods = [client.get("Counter", f"{prefix}{i}").increment for i in range(options.objects)]
     else:
         methods = [client.get("RateLimiter", f"{prefix}{i}").take for i in range(options.objects)]
-    return partial(random.choice, methods), []
+    return partial(random.choice, methods), methods, []
+
+
+async def _prepare(run: Run, methods: list[RemoteMethod]) -> None:
+    """Call every method once, ``concurrency`` at a time, before the clock starts (``--prepare``).
+
+    So a spread run measures objects that exist (stored, and live if the node keeps them) rather than
+    their creation: reaching every one of N names by random picks takes about N·ln N calls.
+    """
+    pending = iter(methods)
+
+    async def serve() -> None:
+        for method in pending:
+            try:
+                await method()
+            except (ActorError, ClientError, ReplyTimeout):
+                run.recorder.warmup_errors += 1
+            else:
+                run.recorder.prepared += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(run.options.concurrency, len(methods))):
+            nursery.start_soon(serve)
 
 
 async def _serve_caller(run: Run, pick: Callable[[], RemoteMethod], *, ratelimit: bool) -> None:
@@ -161,7 +186,9 @@ async def _run_calls(run: Run, progress: TextIO | None, prefix: str) -> list[dic
         ) as client,
         trio.open_nursery() as outer,
     ):
-        pick, objects = _targets(options, prefix, client)
+        pick, methods, objects = _targets(options, prefix, client)
+        if options.prepare:
+            await _prepare(run, methods)
         outer.start_soon(run.serve_clock, progress)
         if run.phase is Phase.MEASURE:
             run.start_measuring()
@@ -209,6 +236,7 @@ async def run(
         latency=Latency.of(recorder.latency),
         errors=dict(recorder.errors),
         warmup_ok=recorder.warmup_ok,
+        prepared=recorder.prepared,
         warmup_errors=recorder.warmup_errors,
         allowed=recorder.allowed,
         denied=recorder.denied,

@@ -150,6 +150,12 @@ def _add_bench_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help=f"run unrecorded first (default {defaults.warmup:g})",
     )
     parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="counter-spread/ratelimit: call every object once before the warm-up, so the run measures "
+        "existing objects, not their creation",
+    )
+    parser.add_argument(
         "--timeout",
         type=_positive(float),
         default=defaults.timeout,
@@ -357,6 +363,7 @@ def _run_bench(args: argparse.Namespace, url: str, token: str | None) -> int:
             count=args.count,
             warmup=args.warmup,
             objects=args.objects,
+            prepare=args.prepare,
             rooms=args.rooms,
             members=args.members,
             timeout=args.timeout,
@@ -391,6 +398,8 @@ def _header(options: bench.BenchOptions) -> str:
         if options.workload != "counter-hot":
             load += f", {options.objects:,} objects"
     warmup = f"{options.warmup:g} s warm-up"
+    if options.prepare:
+        warmup = f"one call per object, then {warmup}"
     return f"actors bench: {options.workload} on {options.url}: {load}, {bound} after {warmup}"
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import prometheus_client
 import trio
 
-from actors import Durability
+from actors import DataFolderInUse, Durability
 from client import cli as client_cli
 
 from . import admin_cli, cluster_cli, serve
@@ -115,6 +115,7 @@ _OPTIONS = (
     ),
     _Option("idle_timeout", float, "seconds an idle object stays in memory"),
     _Option("max_live_objects", int, "objects in memory at once"),
+    _Option("max_open_files", int, "live objects keeping their SQLite file open (~80 KiB each)"),
     _Option("max_queue_depth", int, "calls queued per object before 503 Overloaded"),
     _Option("call_timeout", float, "seconds a call may take, queueing included, before 504"),
     _Option("commit_hold", float, "seconds a batch may wait for more calls on a busy node (0: never)"),
@@ -373,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(mismatch, (ClusterFileError, MembershipRefused)):  # a membership that cannot be
             print(f"actors serve: {mismatch}", file=sys.stderr)
             return 2
+        if isinstance(mismatch, DataFolderInUse):  # another node runs on this data folder
+            print(f"actors serve: {mismatch}", file=sys.stderr)
+            return 1
         if isinstance(mismatch, EtcdUnavailable):  # at start: nothing was served; a restart may work
             print(f"actors serve: cannot join through etcd at {config.etcd}: {mismatch}", file=sys.stderr)
             return 1

@@ -3,8 +3,9 @@
 Guarantees
 - A ``Config`` that exists is valid: ``__post_init__`` refuses out-of-range values with ValueError
   naming the field, so a bad flag or environment variable stops the node before it binds a socket.
-- The runtime limits (``idle_timeout``, ``max_live_objects``, ``max_queue_depth``, ``call_timeout``,
-  ``durability``) default to :class:`actors.Settings`' own defaults; this file never restates them.
+- The runtime limits (``idle_timeout``, ``max_live_objects``, ``max_open_files``, ``max_queue_depth``,
+  ``call_timeout``, ``durability``) default to :class:`actors.Settings`' own defaults; this file never
+  restates them.
 
 ``server/cli.py`` maps one flag and one ``ACTORS_*`` environment variable onto each field.
 """
@@ -56,6 +57,8 @@ class Config:
     idle_timeout: float = _RUNTIME_DEFAULTS.idle_timeout
     #: objects in memory at once
     max_live_objects: int = _RUNTIME_DEFAULTS.max_live_objects
+    #: live objects that keep their SQLite file open (~80 KiB each); past it idle ones close it
+    max_open_files: int = _RUNTIME_DEFAULTS.max_open_files
     #: calls waiting for one object; past it a call gets 503 Overloaded at once
     max_queue_depth: int = _RUNTIME_DEFAULTS.max_queue_depth
     #: default deadline of a call, queueing included; past it 504 CallTimeout
@@ -267,6 +270,7 @@ class Config:
             durability=self.durability,
             idle_timeout=self.idle_timeout,
             max_live_objects=self.max_live_objects,
+            max_open_files=self.max_open_files,
             max_queue_depth=self.max_queue_depth,
             call_timeout=self.call_timeout,
             commit_hold=self.commit_hold,

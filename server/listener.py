@@ -35,7 +35,7 @@ against, and ``tests/server/test_connections.py`` fails if hypercorn's
 ``worker_serve`` changes, so an upgrade re-reads it. Monkeypatching was the alternative, and worse:
 it would change every hypercorn server in the process.
 
-XX: objects and connections share the open-file limit; each is capped alone (``max_live_objects``
+XX: objects and connections share the open-file limit; each is capped alone (``max_open_files``
 by the runtime), so together they can still reach it (an accept then fails with EMFILE and trio
 retries it after 100 ms). Node links count like any connection: a node at its cap refuses a peer's
 new link too. A socket whose client closed it while idle could be closed (and given back) at once

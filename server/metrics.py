@@ -143,6 +143,14 @@ class Metrics(Hooks):
             registry=r,
         )
         self.live_objects = Gauge("actors_live_objects", "Activations in memory now.", registry=r)
+        self.open_object_files = Gauge(
+            "actors_open_object_files", "Live objects whose SQLite file is open now.", registry=r
+        )
+        self.object_files_rested = Gauge(
+            "actors_object_files_rested",
+            "Files of live objects closed to keep within max_open_files, since the node started.",
+            registry=r,
+        )
         self.queued_calls = Gauge(
             "actors_queued_calls", "Calls waiting in all object queues now.", registry=r
         )
@@ -312,6 +320,8 @@ class Metrics(Hooks):
     def render(self, stats: RuntimeStatistics) -> bytes:
         """The scrape text, with the gauges set from ``stats`` first."""
         self.live_objects.set(stats.live_objects)
+        self.open_object_files.set(stats.open_files)
+        self.object_files_rested.set(stats.files_rested)
         self.queued_calls.set(stats.queued_calls)
         self.max_queue_depth.set(stats.max_queue_depth)
         self.commits_in_flight.set(stats.commits_in_flight)

@@ -121,18 +121,21 @@ async def test_a_file_with_4_kib_pages_from_an_older_version_still_opens(tmp_pat
 
 
 async def test_a_resting_object_stays_live_with_its_state(tmp_path, autojump_clock):
-    async with open_test_runtime(APP, tmp_path, settings=Settings(idle_timeout=60.0)) as t:
+    settings = Settings(idle_timeout=60.0, max_open_files=1)
+    async with open_test_runtime(APP, tmp_path, settings=settings) as t:
         counter = t.get(Counter, "c")
         assert await counter.increment() == 1
         assert await counter.increment() == 2  # opens the file
         path = str(t.runtime.object_path(t.id(Counter, "c")))
         assert path in open_paths()
-        await t.advance(10)  # long past FILE_REST_SECONDS: the file is closed, the object stays
+        other = t.get(Counter, "other")
+        await other.increment()
+        await other.increment()  # opens its file: past max_open_files, c's file closes; c stays
         assert t.is_live(Counter, "c")
         assert path not in open_paths()
         assert await counter.increment() == 3
         assert await counter.calls_since_start() == 3  # the same instance: on_start ran once
-        assert Counter.starts == 1
+        assert Counter.starts == 2
         await t.restart(crash=True)
         assert await counter.increment() == 4
 

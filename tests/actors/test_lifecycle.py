@@ -78,7 +78,8 @@ async def test_an_idle_object_is_evicted_after_the_idle_timeout_with_state_intac
     async with open_test_runtime(APP, tmp_path, hooks=hooks) as t:
         counter = t.get("Counter", "c")
         await counter.increment()
-        await t.advance(9.999)
+        idle_timeout = Settings().idle_timeout  # the default
+        await t.advance(idle_timeout - 0.001)
         assert t.is_live("Counter", "c")
         await t.advance(0.001)
         assert not t.is_live("Counter", "c")

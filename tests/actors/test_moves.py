@@ -201,7 +201,7 @@ async def test_a_refused_activation_raises_the_gates_error_and_creates_nothing(t
         assert runtime.list_objects() == []
         assert runtime.sockets.count() == 0
     assert Box.log == []
-    assert files_under(tmp_path / "n1") == ["catalog.sqlite3"]
+    assert files_under(tmp_path / "n1") == ["catalog.sqlite3", "lock"]
 
 
 async def test_a_live_object_keeps_serving_its_turns_when_the_gate_refuses_it(tmp_path):
@@ -627,7 +627,7 @@ async def test_object_opened_and_closed_bracket_every_activation(tmp_path, autoj
     hooks = Bracket()
     async with node(tmp_path / "n1", hooks=hooks) as (runtime, gate):
         await runtime.call(box("b"), "increment")
-        await trio.sleep(11)  # idle eviction
+        await trio.sleep(61)  # idle eviction
         await runtime.call(box("b"), "increment")
         gate.refused.add(box("b").hex)
         await runtime.release(box("b"))

@@ -12,7 +12,6 @@ import pytest
 import trio
 
 from actors import App, Settings, _movework, open_runtime
-from actors._resting import FILE_REST_SECONDS
 from actors._walfold import fold_wal
 from actors.testing import open_test_runtime
 
@@ -146,13 +145,16 @@ async def test_an_object_activated_while_its_fold_round_syncs_keeps_its_wal_and_
 
 
 async def test_an_idle_eviction_of_a_resting_file_folds_it_unsynced_too(tmp_path, recording, autojump_clock):
-    async with open_test_runtime(APP, tmp_path, settings=Settings(idle_timeout=60)) as t:
+    settings = Settings(idle_timeout=60, max_open_files=1)
+    async with open_test_runtime(APP, tmp_path, settings=settings) as t:
         counter = t.get("Counter", "c")
         assert await counter.increment() == 1
         assert await counter.increment() == 2
-        await t.advance(FILE_REST_SECONDS * 2)  # its file rests (closed, its WAL beside it)
+        await t.get("Counter", "other").increment()
+        await t.get("Counter", "other").increment()  # past max_open_files: c's file rests
         assert t.is_live("Counter", "c")
-        assert len(_wal_files(tmp_path)) == 1
+        assert t.runtime.statistics().files_rested == 1
+        assert len(_wal_files(tmp_path)) == 2  # c's beside its closed file, and other's
         synced = len(object_syncs(recording, tmp_path))
         await t.advance(60)  # idle eviction: the WAL is folded in; a round deletes it
         assert not t.is_live("Counter", "c")

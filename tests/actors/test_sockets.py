@@ -121,7 +121,7 @@ async def test_sockets_survive_eviction_with_attachments_and_the_next_message_wa
         room_id = t.id("Room", "r")
         a = Recorder()
         ws = await t.runtime.sockets.connect(room_id, a)
-        await t.advance(10)
+        await t.advance(60)  # idle eviction
         assert not t.is_live("Room", "r")
         assert t.statistics().open_sockets == 1
         await t.runtime.sockets.receive(room_id, ws, "after")

@@ -338,7 +338,7 @@ async def test_a_new_object_whose_first_batch_rolled_back_in_memory_leaves_no_fi
     async with open_runtime(APP, tmp_path) as runtime:
         with pytest.raises(UserError):
             await runtime.call(object_id, "put_then_fail", ["k", 1])
-        assert files_under(tmp_path) == sorted(tmp_path.glob("catalog.sqlite3*"))
+        assert files_under(tmp_path) == sorted([*tmp_path.glob("catalog.sqlite3*"), tmp_path / "lock"])
         assert runtime.list_objects() == []
         await runtime.call(object_id, "put", ["k", 2])
         assert await runtime.call(object_id, "list") == [["k", 2]]

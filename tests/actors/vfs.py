@@ -7,6 +7,8 @@ from pathlib import Path
 
 import apsw
 
+from actors import _folderlock
+
 
 class _RecordingFile(apsw.VFSFile):
     def __init__(self, vfs: RecordingVFS, name: apsw.URIFilename | str, flags: list[int]) -> None:
@@ -20,14 +22,23 @@ class _RecordingFile(apsw.VFSFile):
 
 
 class RecordingVFS(apsw.VFS):
-    """The system's VFS, passing every call through, recording which thread synced which file."""
+    """The system's VFS, passing every call through, recording which thread synced which file.
+
+    Made the default (the catalog's files) and the VFS object files are opened with
+    (``_folderlock.OBJECT_VFS``) until :meth:`unregister`.
+    """
 
     def __init__(self) -> None:
         self.syncs: list[tuple[str, bool]] = []
         #: every file SQLite opened, in order
         self.opens: list[str] = []
-        self.base = apsw.vfs_names()[0]  # the default: the system's
+        self.base = _folderlock.OBJECT_VFS
         super().__init__("record-syncs", self.base, makedefault=True)
+        _folderlock.OBJECT_VFS = "record-syncs"
+
+    def unregister(self) -> None:
+        _folderlock.OBJECT_VFS = self.base
+        super().unregister()
 
     def xOpen(self, name: apsw.URIFilename | str | None, flags: list[int]) -> apsw.VFSFile:
         assert name is not None

@@ -5,8 +5,9 @@ Run from the repository root (pytest does not collect it)::
     .venv/bin/python -m tests.benchmarks.bench_shutdown [--objects N] [--repeat 3] [--rest]
 
 In a fresh process per repeat: ``N`` counters are written once each (so each has a ``-wal`` with one
-commit in it) and kept live (idle timeout 1 hour); with ``--rest`` the run then waits until their
-files rest (closed, ``_resting.py``), as on a node where most objects are idle. Then the runtime
+commit in it) and kept live (idle timeout 1 hour); with ``--rest`` their files rest (closed,
+``_resting.py``) as they go, with ``max_open_files`` set to 1, as on a node with more live objects
+than open files. Then the runtime
 closes, and the time from the start of its shutdown to its end is measured (the drain: every object
 evicted, every ``-wal`` folded into its file), with the process's CPU time meanwhile, and the
 ``-wal`` files left afterwards are counted (the promise: none). Each repeat uses a fresh data folder
@@ -29,7 +30,6 @@ from pathlib import Path
 import trio
 
 from actors import Settings, open_runtime
-from actors._resting import FILE_REST_SECONDS
 
 from .bench_footprint import APP, _touch_all
 
@@ -42,13 +42,13 @@ def _cpu_seconds() -> float:
 
 
 async def once(n: int, rest: bool) -> dict[str, float]:
-    settings = Settings(max_live_objects=n + 10, idle_timeout=3600.0)
+    # with ``rest``, one open file at most: every other file rests as soon as the next one opens
+    open_files = 1 if rest else n + 10
+    settings = Settings(max_live_objects=n + 10, max_open_files=open_files, idle_timeout=3600.0)
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         async with open_runtime(APP, folder, settings=settings) as runtime:
             await _touch_all(runtime, n)  # creates each file (a creation round)
             await _touch_all(runtime, n)  # a commit through each file's WAL
-            if rest:
-                await trio.sleep(FILE_REST_SECONDS * 2)
             live = runtime.statistics().live_objects
             started, cpu = time.perf_counter(), _cpu_seconds()
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu

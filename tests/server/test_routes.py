@@ -188,6 +188,8 @@ async def test_metrics_count_calls_turns_commits_and_live_objects(node: Node, un
         "actors_max_queue_depth",
         "actors_commits_in_flight",
         "actors_pending_alarms",
+        "actors_open_object_files",
+        "actors_object_files_rested",
         "actors_internal_errors_total",
     ):
         assert metric(text, name) is not None, name
