@@ -38,7 +38,6 @@ folder could open it (as it can a file a creation round made and nobody opened s
 from __future__ import annotations
 
 import collections
-import itertools
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -93,17 +92,24 @@ class OpenFiles:
         excess = len(self._open) - self.budget
         if excess <= 0:
             return 0
-        closed = 0
-        front = list(itertools.islice(self._open.items(), excess + TRIM_SCAN_SLACK))
-        for key, activation in front:
-            if closed >= excess:
+        # Look only as far as needed (usually one entry): a copy of the front, or every entry looked
+        # at, costs more than the close itself once the dict is large.
+        stale: list[str] = []
+        chosen: list[tuple[str, Activation]] = []
+        for scanned, (key, activation) in enumerate(self._open.items()):
+            if len(chosen) + len(stale) >= excess or scanned >= excess + TRIM_SCAN_SLACK:
                 break
             if activation is opening:
                 continue
             if activation.file.conn is None:
-                del self._open[key]  # closed some other way (a move, a reset): not ours to count
-                excess -= 1
-            elif activation.resting and activation.file.release():
+                stale.append(key)  # closed some other way (a move, a reset): not ours to count
+            elif activation.resting:
+                chosen.append((key, activation))
+        for key in stale:
+            del self._open[key]
+        closed = 0
+        for key, activation in chosen:
+            if activation.file.release():
                 del self._open[key]
                 closed += 1
         self.rested += closed
