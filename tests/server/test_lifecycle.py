@@ -63,6 +63,20 @@ async def test_an_app_whose_class_clashes_with_a_room_exits_1(tmp_path: Path) ->
     assert b"the built-in rooms use that name" in result.stderr
 
 
+async def test_a_second_node_on_the_same_data_folder_exits_1_and_the_first_serves_on(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with open_node(data) as node:
+        assert (await fetch(node.url, "POST", "/counter/c/increment")).json() == {"value": 1}
+        with trio.fail_after(STARTUP_TIMEOUT):
+            result = await trio.run_process(
+                command(data), env=ENV, cwd=REPO, check=False, capture_stdout=True, capture_stderr=True
+            )
+        assert result.returncode == 1
+        assert result.stdout == b""
+        assert f"the data folder {data} is in use by process".encode() in result.stderr
+        assert (await fetch(node.url, "POST", "/counter/c/increment")).json() == {"value": 2}
+
+
 def test_a_bad_flag_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--port", "eighty"])
