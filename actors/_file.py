@@ -21,8 +21,8 @@ savepoint exists. ``writable()`` opens the file, the schema, ``BEGIN`` and every
 first. The commit itself is driven by ``_activation.py``; this module only provides ``commit()`` and
 ``rollback()``. A new object's first batch runs in memory; a creation round (``_creations.py``) writes
 its image as the file, which then stays closed (``unopened``) until the object's next read or write
-opens it (the exclusive lock is taken at the first access either way). The runtime's own statements
-(savepoints, the key-value API, COMMIT) run on one cursor kept with the connection:
+opens it. The runtime's own statements (savepoints, the key-value API, COMMIT) run on one cursor
+kept with the connection:
 ``Connection.execute`` makes and tracks a new cursor per statement, which costs more than the statement
 itself on the hot path. Only statements whose rows are read at once use it; user SQL gets its own cursor.
 """
@@ -455,9 +455,8 @@ class ObjectFile:
 
         The file is left closed until the object's next read or write opens it (``unopened``): an
         object written once (most of a spread workload) never opens it. Opening costs more than the
-        rest of a small object's creation: SQLite's unix VFS scans a list of every file it has open,
-        and apsw one of every connection, so the cost grows with the live objects. Nothing is given
-        up: locking_mode=EXCLUSIVE takes its lock only at the first access.
+        rest of a small object's creation, and apsw scans a list of every connection on each, so the
+        cost grows with the open files (``unix-none`` spares SQLite's own list, ``_folderlock.py``).
         """
         memory = self.conn
         assert memory is not None

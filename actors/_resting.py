@@ -31,8 +31,8 @@ file) was measured and dropped: over 10,000 objects it cost about a fifth more C
 object called again after its rest then pays a new WAL (its creation and the sync of its header)
 besides the fold.
 
-XX: while the file is closed its exclusive lock is not held, so a second process on the same data
-folder could open it (as it can a file a creation round made and nobody opened since).
+XX: SQLite's close costs about 115 µs on the event loop in a busy node (20-25 µs alone): a node whose
+working set is larger than the budget pays it, and a reopen, on each call that finds its file rested.
 """
 
 from __future__ import annotations
