@@ -10,6 +10,10 @@ What a run measures
     429) is a correct answer, counted apart from allowed ones and never as an error. Latency is the
     time from sending a call to its reply, percentiles within 0.8% (see ``_bench_stats.py``).
 
+    With ``--prepare`` (counter-spread, ratelimit) every object is called once, ``--concurrency`` at a
+    time, before the warm-up, and not recorded: the run then measures objects that exist rather than
+    their creation (random picks reach all of N names only after about N·ln N calls).
+
     Every object name of a run starts with a fresh prefix (``bench-<8 hex>-``), so a run never sees
     the state of an earlier one on a long-running node, and its result names the objects to check
     afterwards (counter-hot: after a clean run the counter's value equals ``warmup_ok + ok``).

@@ -94,6 +94,32 @@ def test_counter_spread_counts_exactly_the_calls_asked_for(node: Node, tmp_path:
     assert f"{data['ok']:,}" in stdout
 
 
+def test_prepare_calls_every_object_once_before_the_measured_calls(node: Node, tmp_path: Path) -> None:
+    data, stdout = bench(
+        node,
+        tmp_path,
+        "--workload",
+        "counter-spread",
+        "--prepare",
+        "--count",
+        "20",
+        "--warmup",
+        "0",
+        "--objects",
+        "5",
+        "--concurrency",
+        "3",
+    )
+    assert (data["prepared"], data["ok"], data["errors"], data["warmup_errors"]) == (5, 20, {}, 0)
+    assert "prepared" in stdout
+    values = [
+        int(run_actors("call", "Counter", f"{data['prefix']}{i}", "get", "--url", node.url).stdout)
+        for i in range(5)
+    ]
+    assert min(values) >= 1  # each was called in the prepare pass
+    assert sum(values) == data["prepared"] + data["ok"]  # and nothing else ran but the measured calls
+
+
 def test_ratelimit_counts_denied_takes_apart_from_errors(node: Node, tmp_path: Path) -> None:
     # two keys of 100 tokens each, refilled at 100 per 60 s: 300 takes in well under 6 s
     data, stdout = bench(
@@ -166,6 +192,7 @@ def test_chat_fanout_runs_for_a_duration_after_a_warmup(node: Node, tmp_path: Pa
         ["--duration", "inf"],
         ["--warmup", "-1"],
         ["--cpu", "99999"],
+        ["--workload", "counter-hot", "--prepare"],
     ],
 )
 def test_bad_flags_exit_2(node: Node, flags: list[str]) -> None:
