@@ -55,9 +55,7 @@ class OpenFiles:
     """The live objects whose files are open, least recently active first; at most ``budget``."""
 
     def __init__(self, budget: int) -> None:
-        if budget < 1:
-            raise ValueError("the open-file budget must be at least 1")
-        self.budget = budget
+        self.budget = budget  # at least 1: Settings refuses less, and the open-file cap keeps 64
         self._open: collections.OrderedDict[str, Activation] = collections.OrderedDict()
         #: files closed to keep within the budget since the runtime started (a metric)
         self.rested = 0
